@@ -1,0 +1,98 @@
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { settings, type BackendChoice } from './settings';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+
+export interface BackendReport {
+	name: BackendName;
+	/** Why a faster backend was passed over, for the output metadata and the log. */
+	fallbackReason?: string;
+}
+
+let tfjsNodeProbe: string | undefined | null = null;
+
+/**
+ * tfjs-node is never a dependency (it downloads libtensorflow at install time, which n8n's installer
+ * never runs), but a user who installed it gets it. Any failure to load counts as "not there":
+ * a missing module, a missing native library, a musl libc.
+ */
+function probeTfjsNode(): string | undefined {
+	if (tfjsNodeProbe !== null) return tfjsNodeProbe;
+	try {
+		require('@tensorflow/tfjs-node');
+		tfjsNodeProbe = tf.findBackendFactory('tensorflow')
+			? undefined
+			: '@tensorflow/tfjs-node loaded but registered no backend with this copy of tfjs-core';
+	} catch (error) {
+		tfjsNodeProbe = `@tensorflow/tfjs-node is not usable: ${(error as Error).message.split('\n')[0]}`;
+	}
+	return tfjsNodeProbe;
+}
+
+let wasmPathsSet = false;
+function prepareWasm(): void {
+	if (wasmPathsSet) return;
+	// The .wasm files sit beside the package's main script; resolving from package.json finds them
+	// whatever layout npm (or n8n's shallow installer) produced.
+	const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+	setWasmPaths(dist + path.sep);
+	wasmPathsSet = true;
+}
+
+async function activate(name: BackendName): Promise<boolean> {
+	if (tf.getBackend() === name && tf.engine().backend) return true;
+	if (name === 'wasm') prepareWasm();
+	try {
+		return await tf.setBackend(name);
+	} catch {
+		return false;
+	}
+}
+
+const inflight = new Map<BackendChoice, Promise<BackendReport>>();
+
+/**
+ * Makes the requested backend current and says which one that is. `auto` prefers tfjs-node,
+ * then wasm, then the pure-JS cpu backend. The result is memoised per choice.
+ */
+export function useBackend(choice: BackendChoice = settings().backend): Promise<BackendReport> {
+	let pending = inflight.get(choice);
+	if (!pending) {
+		pending = chooseBackend(choice);
+		inflight.set(choice, pending);
+		pending.catch(() => inflight.delete(choice));
+	}
+	return pending.then(async (report) => {
+		// Another node may have switched the process-wide backend since.
+		if (tf.getBackend() !== report.name) await activate(report.name);
+		return report;
+	});
+}
+
+async function chooseBackend(choice: BackendChoice): Promise<BackendReport> {
+	const reasons: string[] = [];
+	if (choice === 'auto' || choice === 'tensorflow') {
+		const problem = probeTfjsNode();
+		if (!problem && (await activate('tensorflow'))) return { name: 'tensorflow' };
+		reasons.push(problem ?? 'the tensorflow backend failed to initialise');
+		if (choice === 'tensorflow') console.warn(`[transfer-learning] ${reasons.join('; ')}; falling back`);
+	}
+	if (choice !== 'cpu') {
+		if (await activate('wasm')) return report('wasm', choice, reasons);
+		reasons.push('the wasm backend failed to initialise');
+	}
+	if (await activate('cpu')) return report('cpu', choice, reasons);
+	throw new Error(`No TensorFlow.js backend could be initialised (${reasons.join('; ')})`);
+}
+
+function report(name: BackendName, choice: BackendChoice, reasons: string[]): BackendReport {
+	// Falling past tfjs-node under `auto` is the normal case, not worth a warning.
+	const fallbackReason = choice !== 'auto' && choice !== name ? reasons.join('; ') : undefined;
+	if (fallbackReason) console.warn(`[transfer-learning] using ${name}: ${fallbackReason}`);
+	return { name, fallbackReason };
+}
+
+export { tf };

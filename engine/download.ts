@@ -1,0 +1,212 @@
+import * as crypto from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { pathToFileURL, fileURLToPath } from 'node:url';
+import axios, { AxiosError } from 'axios';
+import { TransferLearningError, errorMessage } from './errors';
+import { PUBLIC_MODEL_HOST, settings } from './settings';
+
+/** Sent with every request to a model host, for private hosts. */
+export interface HostAuth {
+	headerName: string;
+	headerValue: string;
+}
+
+interface WeightsManifestGroup {
+	paths: string[];
+	weights: WeightSpec[];
+}
+
+export interface WeightSpec {
+	name: string;
+	shape: number[];
+	dtype: string;
+	quantization?: { dtype: string };
+}
+
+export interface ModelArtifacts {
+	modelJson: { format?: string; modelTopology?: unknown; weightsManifest: WeightsManifestGroup[] };
+	weightSpecs: WeightSpec[];
+	weightData: ArrayBuffer;
+	/** Where the files were read from after the mirror was applied, for error messages. */
+	location: string;
+}
+
+/** The mirror replaces the public host for every catalog download; air-gapped installs rely on it. */
+export function applyMirror(url: string, mirror = settings().mirror): string {
+	if (!mirror || !url.startsWith(PUBLIC_MODEL_HOST)) return url;
+	const rest = url.slice(PUBLIC_MODEL_HOST.length);
+	if (/^https?:\/\//i.test(mirror)) return mirror.replace(/\/*$/, '/') + rest;
+	const folder = mirror.startsWith('file:') ? fileURLToPath(mirror) : path.resolve(mirror);
+	return path.join(folder, ...rest.split('/'));
+}
+
+const isHttp = (location: string) => /^https?:\/\//i.test(location);
+
+const inflight = new Map<string, Promise<ModelArtifacts>>();
+
+/**
+ * Reads a tfjs model.json and its weight files from a URL (through the cache) or a local path.
+ * Concurrent calls for the same model share one download.
+ */
+export function fetchModelArtifacts(url: string, auth?: HostAuth): Promise<ModelArtifacts> {
+	const location = applyMirror(url);
+	let pending = inflight.get(location);
+	if (!pending) {
+		pending = (isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location)).finally(() =>
+			inflight.delete(location),
+		);
+		inflight.set(location, pending);
+	}
+	return pending;
+}
+
+async function readLocal(location: string): Promise<ModelArtifacts> {
+	const file = location.startsWith('file:') ? fileURLToPath(location) : location;
+	const read = async (p: string) => {
+		try {
+			return await fs.readFile(p);
+		} catch (error) {
+			throw new TransferLearningError(
+				`Could not read model file ${p}: ${(error as NodeJS.ErrnoException).code ?? errorMessage(error)}`,
+				'Check the model path, or the TL_MODEL_MIRROR folder',
+			);
+		}
+	};
+	const modelJson = parseModelJson(await read(file), file);
+	const dir = path.dirname(file);
+	const shards = await Promise.all(shardPaths(modelJson).map((p) => read(path.join(dir, p))));
+	return assemble(modelJson, shards, pathToFileURL(file).href);
+}
+
+function cachePathFor(location: string): string {
+	const url = new URL(location);
+	// Readable where possible, but never a path that could leave the cache folder.
+	const segments = [url.host, ...url.pathname.split('/')].filter((s) => s && s !== '.' && s !== '..');
+	const safe = segments.map((s) => s.replace(/[^A-Za-z0-9._-]/g, '_'));
+	if (url.search) safe[safe.length - 1] += '_' + crypto.createHash('sha1').update(url.search).digest('hex').slice(0, 8);
+	return path.join(settings().modelCacheDir, ...safe);
+}
+
+async function fetchThroughCache(location: string, auth?: HostAuth): Promise<ModelArtifacts> {
+	const cachedJson = cachePathFor(location);
+	// model.json is renamed into place last, so its presence means every shard is complete.
+	const cached = await fs.readFile(cachedJson).catch(() => undefined);
+	if (cached) {
+		try {
+			const modelJson = parseModelJson(cached, cachedJson);
+			const dir = path.dirname(cachedJson);
+			const shards = await Promise.all(shardPaths(modelJson).map((p) => fs.readFile(path.join(dir, p))));
+			return assemble(modelJson, shards, location);
+		} catch {
+			await fs.rm(cachedJson, { force: true }); // damaged cache: fetch again
+		}
+	}
+	const jsonBytes = await download(location, auth);
+	const modelJson = parseModelJson(jsonBytes, location);
+	const shardUrls = shardPaths(modelJson).map((p) => new URL(p, location).href);
+	const shards = await Promise.all(shardUrls.map((u) => download(u, auth)));
+	const artifacts = assemble(modelJson, shards, location);
+	await Promise.all(shardUrls.map((u, i) => writeAtomically(cachePathFor(u), shards[i])));
+	await writeAtomically(cachedJson, jsonBytes);
+	return artifacts;
+}
+
+async function download(url: string, auth?: HostAuth): Promise<Buffer> {
+	const { maxDownloadBytes, downloadTimeoutMs } = settings();
+	try {
+		const response = await axios.get<ArrayBuffer>(url, {
+			responseType: 'arraybuffer',
+			timeout: downloadTimeoutMs,
+			maxContentLength: maxDownloadBytes,
+			headers: auth ? { [auth.headerName]: auth.headerValue } : undefined,
+			// tfjs hosts serve plain files; a redirect elsewhere is fine, a loop is not.
+			maxRedirects: 5,
+		});
+		const body = Buffer.from(response.data);
+		const declared = Number(response.headers['content-length']);
+		if (Number.isFinite(declared) && declared !== body.length) {
+			throw new TransferLearningError(`Download of ${url} stopped after ${body.length} of ${declared} bytes`);
+		}
+		return body;
+	} catch (error) {
+		if (error instanceof TransferLearningError) throw error;
+		const status = (error as AxiosError).response?.status;
+		if (status === 401 || status === 403) {
+			throw new TransferLearningError(
+				`The model host refused ${url} (HTTP ${status})`,
+				'Add a Model Host credential with the header or token the host expects',
+			);
+		}
+		if (status) {
+			throw new TransferLearningError(`The model host answered HTTP ${status} for ${url}`, 'Check the model URL or TL_MODEL_MIRROR');
+		}
+		throw new TransferLearningError(
+			`Could not download ${url}: ${errorMessage(error)}`,
+			'Check the network, or set TL_MODEL_MIRROR to a folder or server holding the models (offline installs)',
+		);
+	}
+}
+
+/** Temp file then rename: a reader sees the old file, or the whole new one, never half of one. */
+export async function writeAtomically(file: string, data: Buffer | string): Promise<void> {
+	await fs.mkdir(path.dirname(file), { recursive: true });
+	const temp = `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+	try {
+		await fs.writeFile(temp, data);
+		await fs.rename(temp, file);
+	} catch (error) {
+		await fs.rm(temp, { force: true });
+		throw error;
+	}
+}
+
+function parseModelJson(bytes: Buffer, where: string): ModelArtifacts['modelJson'] {
+	let json: ModelArtifacts['modelJson'];
+	try {
+		json = JSON.parse(bytes.toString('utf8'));
+	} catch {
+		throw new TransferLearningError(`${where} is not valid JSON (corrupt or truncated download)`, 'Point at a tfjs model.json');
+	}
+	if (!json || !Array.isArray(json.weightsManifest)) {
+		throw new TransferLearningError(`${where} has no weightsManifest: it is not a TensorFlow.js model.json`, 'Point at a tfjs model.json');
+	}
+	if (!json.modelTopology) {
+		throw new TransferLearningError(`${where} has no modelTopology (weights only)`, 'Point at a complete tfjs model.json');
+	}
+	return json;
+}
+
+function shardPaths(modelJson: ModelArtifacts['modelJson']): string[] {
+	return modelJson.weightsManifest.flatMap((group) => group.paths);
+}
+
+const BYTES_PER_ELEMENT: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
+
+function expectedBytes(spec: WeightSpec): number | undefined {
+	const perElement = BYTES_PER_ELEMENT[spec.quantization?.dtype ?? spec.dtype];
+	return perElement === undefined ? undefined : spec.shape.reduce((a, b) => a * b, 1) * perElement;
+}
+
+function assemble(modelJson: ModelArtifacts['modelJson'], shards: Buffer[], location: string): ModelArtifacts {
+	const weightSpecs = modelJson.weightsManifest.flatMap((group) => group.weights);
+	const total = shards.reduce((n, s) => n + s.length, 0);
+	const sizes = weightSpecs.map(expectedBytes);
+	if (sizes.every((s) => s !== undefined)) {
+		const expected = (sizes as number[]).reduce((a, b) => a + b, 0);
+		if (expected !== total) {
+			throw new TransferLearningError(
+				`The weight files of ${location} hold ${total} bytes but the model needs ${expected} (truncated or corrupt download)`,
+				'Download the model again, or check the files on the mirror',
+			);
+		}
+	}
+	const weightData = new ArrayBuffer(total);
+	const view = new Uint8Array(weightData);
+	let offset = 0;
+	for (const shard of shards) {
+		view.set(shard, offset);
+		offset += shard.length;
+	}
+	return { modelJson, weightSpecs, weightData, location };
+}

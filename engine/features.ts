@@ -1,0 +1,71 @@
+import { useBackend } from './backend';
+import { Backbone } from './backbone';
+import { backboneKey, type BackboneSpec } from './catalog';
+import type { HostAuth } from './download';
+import { decodeImage, type ResizeMode } from './image';
+import { LruCache } from './lru';
+import { settings, type BackendChoice } from './settings';
+
+export interface LoadOptions {
+	auth?: HostAuth;
+	backend?: BackendChoice;
+}
+
+// Backbones are tens of MB each; a handful covers every workflow of an instance.
+const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
+	pending.then((b) => b.dispose()).catch(() => {});
+});
+
+/** Loads a backbone once per process and backend; later calls get the same instance. */
+export async function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
+	const backend = await useBackend(options.backend);
+	const key = `${backboneKey(spec)}@${backend.name}`;
+	let pending = loaded.get(key);
+	if (!pending) {
+		pending = Backbone.load(spec, options);
+		loaded.set(key, pending);
+		pending.catch(() => loaded.delete(key));
+	}
+	return pending;
+}
+
+/** Frees every cached backbone (tests, and n8n shutting a worker down). */
+export function unloadBackbones(): void {
+	loaded.clear();
+}
+
+export interface ExtractOptions {
+	resizeMode?: ResizeMode;
+	batchSize?: number;
+}
+
+/**
+ * Features for each image, or the error that image caused, in input order; one bad image does
+ * not cost the others their result.
+ */
+export async function extractFeatures(backbone: Backbone, images: Buffer[], options: ExtractOptions = {}): Promise<(Float32Array | Error)[]> {
+	const batchSize = Math.max(1, options.batchSize ?? 16);
+	const { maxImagePixels } = settings();
+	const results: (Float32Array | Error)[] = new Array(images.length);
+	for (let start = 0; start < images.length; start += batchSize) {
+		const slice = images.slice(start, start + batchSize);
+		const decoded = await Promise.allSettled(
+			slice.map((bytes) => decodeImage(bytes, backbone.spec.inputSize, options.resizeMode ?? 'centreCrop', maxImagePixels)),
+		);
+		const good: number[] = [];
+		decoded.forEach((d, i) => {
+			if (d.status === 'fulfilled') good.push(i);
+			else results[start + i] = d.reason instanceof Error ? d.reason : new Error(String(d.reason));
+		});
+		const features = backbone.extract(good.map((i) => (decoded[i] as PromiseFulfilledResult<Uint8Array>).value));
+		good.forEach((i, j) => (results[start + i] = features[j]));
+	}
+	return results;
+}
+
+export function l2Normalize(features: Float32Array): Float32Array {
+	let sum = 0;
+	for (const v of features) sum += v * v;
+	const norm = Math.sqrt(sum) || 1;
+	return features.map((v) => v / norm);
+}
