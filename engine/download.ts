@@ -112,8 +112,17 @@ async function fetchThroughCache(location: string, auth?: HostAuth): Promise<Mod
 	return artifacts;
 }
 
-async function download(url: string, auth?: HostAuth): Promise<Buffer> {
+/** Fetches an image for Extract Features, Fine-Tune Head or Classify, within the download limits. */
+export function downloadImage(url: string): Promise<Buffer> {
+	if (!/^https?:\/\//i.test(url)) {
+		throw new TransferLearningError(`"${url}" is not an http(s) URL`, 'Give the image URL, starting with http:// or https://');
+	}
+	return download(url, undefined, 'image');
+}
+
+async function download(url: string, auth?: HostAuth, what: 'model' | 'image' = 'model'): Promise<Buffer> {
 	const { maxDownloadBytes, downloadTimeoutMs } = settings();
+	const host = what === 'model' ? 'The model host' : 'The image server';
 	try {
 		const response = await axios.get<ArrayBuffer>(url, {
 			responseType: 'arraybuffer',
@@ -134,12 +143,12 @@ async function download(url: string, auth?: HostAuth): Promise<Buffer> {
 		const status = (error as AxiosError).response?.status;
 		if (status === 401 || status === 403) {
 			throw new TransferLearningError(
-				`The model host refused ${url} (HTTP ${status})`,
+				`${host} refused ${url} (HTTP ${status})`,
 				'Add a Model Host credential with the header or token the host expects',
 			);
 		}
 		if (status) {
-			throw new TransferLearningError(`The model host answered HTTP ${status} for ${url}`, 'Check the model URL or TL_MODEL_MIRROR');
+			throw new TransferLearningError(`${host} answered HTTP ${status} for ${url}`, what === 'model' ? 'Check the model URL or TL_MODEL_MIRROR' : 'Check the image URL');
 		}
 		throw new TransferLearningError(
 			`Could not download ${url}: ${errorMessage(error)}`,

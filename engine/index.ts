@@ -1,0 +1,64 @@
+/**
+ * The engine behind the nodes; it knows nothing of n8n. Typical use:
+ *
+ *   const backbone = await loadBackbone(catalogBackbone('mobilenet_v2_1.00_224'));
+ *   const features = await extractFeatures(backbone, imageBuffers);
+ *   const trained = await trainHead(features, labels);
+ *   await saveTrainedModel(new ModelStore(), 'parcels', trained, backbone.spec, { resizeMode: 'centreCrop', l2Normalize: false });
+ *   classify((await new ModelStore().load('parcels')).head, moreFeatures);
+ */
+import type { BackboneSpec } from './catalog';
+import type { TrainingResult } from './head';
+import type { ResizeMode } from './image';
+import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest, type TrainedModel } from './model';
+import type { ModelStore } from './store';
+import { version as packageVersion } from '../package.json';
+
+export { useBackend, type BackendReport, type BackendName } from './backend';
+export { Backbone } from './backbone';
+export * from './catalog';
+export { classify, UNKNOWN_LABEL, type Prediction } from './classifier';
+export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth } from './download';
+export { TransferLearningError, errorMessage } from './errors';
+export { extractFeatures, l2Normalize, loadBackbone, unloadBackbones } from './features';
+export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingResult, type Head } from './head';
+export { decodeImage, RESIZE_MODES, type ResizeMode } from './image';
+export { LruCache } from './lru';
+export { computeMetrics, type Metrics } from './metrics';
+export { exportModel, importModel, type ModelManifest, type TrainedModel } from './model';
+export { ModelStore, type VersionRef } from './store';
+export { settings, type BackendChoice } from './settings';
+export { tf } from './backend';
+
+/** Turns a training result into the next version of `name` in the store. */
+export async function saveTrainedModel(
+	store: ModelStore,
+	name: string,
+	trained: TrainingResult,
+	backbone: BackboneSpec,
+	preprocessing: { resizeMode: ResizeMode; l2Normalize: boolean },
+): Promise<TrainedModel> {
+	const manifest = await store.save(name, {
+		manifest: {
+			format: MODEL_FORMAT,
+			formatVersion: MODEL_FORMAT_VERSION,
+			createdAt: new Date().toISOString(),
+			packageVersion,
+			backbone,
+			resizeMode: preprocessing.resizeMode,
+			l2Normalize: preprocessing.l2Normalize,
+			labels: trained.head.labels,
+			featureSize: trained.head.featureSize,
+			metrics: trained.metrics,
+			evaluatedOn: trained.evaluatedOn,
+			history: trained.history,
+			bestEpoch: trained.bestEpoch,
+			trainingOptions: trained.options,
+			examplesPerClass: trained.examplesPerClass,
+			trainCount: trained.trainCount,
+			validationCount: trained.validationCount,
+		},
+		head: trained.head,
+	});
+	return { manifest, head: trained.head };
+}

@@ -1,0 +1,129 @@
+import * as crypto from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { TransferLearningError } from './errors';
+import { LruCache } from './lru';
+import { decodeHead, encodeHead, type ModelManifest, type TrainedModel } from './model';
+import { settings } from './settings';
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+const MANIFEST = 'manifest.json';
+const WEIGHTS = 'head.bin';
+
+export type VersionRef = 'latest' | number;
+
+export interface StoredModelSummary {
+	name: string;
+	latestVersion: number;
+	versions: number[];
+}
+
+/** Loaded heads are small; keep plenty so a burst of webhook calls never re-reads the disk. */
+const loadedModels = new LruCache<string, Promise<TrainedModel>>(32);
+
+/**
+ * Trained models on disk: `<root>/<name>/<version>/{manifest.json,head.bin}`. A version folder is
+ * written under a temporary name and renamed into place whole, so readers see complete versions
+ * only and a crash mid-save leaves the previous version served. `latest` is the highest version.
+ */
+export class ModelStore {
+	readonly root: string;
+
+	constructor(root: string = settings().modelStoreDir) {
+		this.root = path.resolve(root);
+	}
+
+	static checkName(name: string): string {
+		if (typeof name !== 'string' || !NAME.test(name) || name.includes('..')) {
+			throw new TransferLearningError(
+				`"${name}" is not a valid model name`,
+				'Use letters, digits, dots, dashes and underscores (up to 100), starting with a letter or digit',
+			);
+		}
+		return name;
+	}
+
+	async versions(name: string): Promise<number[]> {
+		const entries = await fs.readdir(path.join(this.root, ModelStore.checkName(name))).catch(() => [] as string[]);
+		return entries.filter((e) => /^[1-9][0-9]*$/.test(e)).map(Number).sort((a, b) => a - b);
+	}
+
+	async list(): Promise<StoredModelSummary[]> {
+		const names = await fs.readdir(this.root).catch(() => [] as string[]);
+		const models = await Promise.all(
+			names.filter((n) => NAME.test(n)).map(async (name) => ({ name, versions: await this.versions(name) })),
+		);
+		return models.filter((m) => m.versions.length).map((m) => ({ ...m, latestVersion: m.versions[m.versions.length - 1] }));
+	}
+
+	async resolveVersion(name: string, version: VersionRef): Promise<number> {
+		const versions = await this.versions(name);
+		if (!versions.length) {
+			const known = (await this.list()).map((m) => m.name);
+			throw new TransferLearningError(
+				`There is no model named "${name}" in ${this.root}`,
+				known.length ? `Known models: ${known.join(', ')}` : 'Train one with the Fine-Tune Head node first',
+			);
+		}
+		if (version === 'latest') return versions[versions.length - 1];
+		if (!versions.includes(version)) {
+			throw new TransferLearningError(`Model "${name}" has no version ${version}`, `Its versions are ${versions.join(', ')}`);
+		}
+		return version;
+	}
+
+	/** Loads a version (cached in memory; versions never change once written). */
+	async load(name: string, version: VersionRef = 'latest'): Promise<TrainedModel> {
+		const resolved = await this.resolveVersion(name, version);
+		const dir = path.join(this.root, name, String(resolved));
+		let pending = loadedModels.get(dir);
+		if (!pending) {
+			pending = (async () => {
+				const manifest = JSON.parse(await fs.readFile(path.join(dir, MANIFEST), 'utf8')) as ModelManifest;
+				return { manifest, head: decodeHead(manifest, await fs.readFile(path.join(dir, WEIGHTS))) };
+			})();
+			loadedModels.set(dir, pending);
+			pending.catch(() => loadedModels.delete(dir));
+		}
+		return pending;
+	}
+
+	/** Saves the model as the next version of `name` and returns its manifest. */
+	async save(name: string, model: { manifest: Omit<ModelManifest, 'name' | 'version' | 'head'>; head: TrainedModel['head'] }): Promise<ModelManifest> {
+		const modelDir = path.join(this.root, ModelStore.checkName(name));
+		await fs.mkdir(modelDir, { recursive: true });
+		const { layout, weights } = encodeHead(model.head);
+		const incoming = path.join(modelDir, `.incoming-${process.pid}-${crypto.randomBytes(6).toString('hex')}`);
+		try {
+			await fs.mkdir(incoming);
+			await writeDurably(path.join(incoming, WEIGHTS), weights);
+			// Two saves racing for the same number: the loser's rename fails and it takes the next one.
+			for (let attempt = 0; attempt < 100; attempt++) {
+				const versions = await this.versions(name);
+				const version = (versions[versions.length - 1] ?? 0) + 1;
+				const manifest: ModelManifest = { ...model.manifest, name, version, head: layout };
+				await writeDurably(path.join(incoming, MANIFEST), JSON.stringify(manifest, null, 2));
+				try {
+					await fs.rename(incoming, path.join(modelDir, String(version)));
+					return manifest;
+				} catch (error) {
+					const code = (error as NodeJS.ErrnoException).code;
+					if (code !== 'EEXIST' && code !== 'ENOTEMPTY') throw error;
+				}
+			}
+			throw new Error(`could not find a free version number for ${name}`);
+		} finally {
+			await fs.rm(incoming, { recursive: true, force: true });
+		}
+	}
+}
+
+async function writeDurably(file: string, data: Buffer | string): Promise<void> {
+	const handle = await fs.open(file, 'w');
+	try {
+		await handle.writeFile(data);
+		await handle.sync();
+	} finally {
+		await handle.close();
+	}
+}

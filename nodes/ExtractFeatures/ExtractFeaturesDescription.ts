@@ -1,0 +1,46 @@
+import type { INodeTypeDescription } from 'n8n-workflow';
+import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, resizeModeOption } from '../shared/parameters';
+
+export const extractFeaturesDescription: INodeTypeDescription = {
+	displayName: 'Extract Features',
+	name: 'extractFeatures',
+	icon: 'file:extractFeatures.svg',
+	group: ['transform'],
+	version: 1,
+	subtitle: '={{ $parameter.backbone }}',
+	description: 'Turn images into feature vectors (embeddings) with a pretrained network',
+	defaults: { name: 'Extract Features' },
+	inputs: ['main'],
+	outputs: ['main'],
+	credentials: [{ name: 'modelHostApi', required: false }],
+	properties: [
+		...imageSourceProperties(),
+		...backboneProperties(),
+		{
+			displayName: 'Options',
+			name: 'options',
+			type: 'collection',
+			placeholder: 'Add Option',
+			default: {},
+			options: [
+				backendOption,
+				batchSizeOption,
+				{
+					displayName: 'L2-Normalise',
+					name: 'l2Normalize',
+					type: 'boolean',
+					default: false,
+					description: 'Whether to scale each vector to length 1 (for cosine similarity and vector stores)',
+				},
+				{
+					displayName: 'Output Field',
+					name: 'outputField',
+					type: 'string',
+					default: 'features',
+					description: 'Field that receives the feature vector',
+				},
+				resizeModeOption,
+			],
+		},
+	],
+};

@@ -1,0 +1,92 @@
+import type { INodeTypeDescription } from 'n8n-workflow';
+import { DEFAULT_TRAINING } from '../../engine';
+import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, resizeModeOption } from '../shared/parameters';
+
+const imageInput = { inputType: ['image'] };
+
+export const fineTuneHeadDescription: INodeTypeDescription = {
+	displayName: 'Fine-Tune Head',
+	name: 'fineTuneHead',
+	icon: 'file:fineTuneHead.svg',
+	group: ['transform'],
+	version: 1,
+	subtitle: '={{ $parameter.modelName }}',
+	description: 'Train a classifier on labelled images and save it as a new model version',
+	defaults: { name: 'Fine-Tune Head' },
+	inputs: ['main'],
+	outputs: ['main'],
+	credentials: [{ name: 'modelHostApi', required: false }],
+	properties: [
+		{
+			displayName: 'Model Name',
+			name: 'modelName',
+			type: 'string',
+			default: 'my-classifier',
+			required: true,
+			description: 'Each run saves the next version of this model in the model store; Classify uses the latest',
+		},
+		{
+			displayName: 'Label',
+			name: 'label',
+			type: 'string',
+			default: '={{ $json.label }}',
+			required: true,
+			description: 'The class of each item',
+		},
+		{
+			displayName: 'Input',
+			name: 'inputType',
+			type: 'options',
+			options: [
+				{ name: 'Images', value: 'image' },
+				{ name: 'Features from Extract Features', value: 'features' },
+			],
+			default: 'image',
+		},
+		...imageSourceProperties(imageInput),
+		{
+			displayName: 'Features Field',
+			name: 'featuresField',
+			type: 'string',
+			default: 'features',
+			displayOptions: { show: { inputType: ['features'] } },
+		},
+		...backboneProperties(),
+		{
+			displayName: 'Training Options',
+			name: 'training',
+			type: 'collection',
+			placeholder: 'Add Option',
+			default: {},
+			options: [
+				{ displayName: 'Class Weights', name: 'classWeights', type: 'options', options: [
+					{ name: 'Balanced', value: 'balanced', description: 'Rare classes count as much as common ones' },
+					{ name: 'None', value: 'none' },
+				], default: DEFAULT_TRAINING.classWeights },
+				{ displayName: 'Dropout', name: 'dropout', type: 'number', typeOptions: { minValue: 0, maxValue: 0.95, numberPrecision: 2 }, default: DEFAULT_TRAINING.dropout },
+				{ displayName: 'Epochs (Maximum)', name: 'epochs', type: 'number', typeOptions: { minValue: 1 }, default: DEFAULT_TRAINING.epochs, description: 'Training stops earlier when the validation loss stops improving' },
+				{ displayName: 'Hidden Units', name: 'hiddenUnits', type: 'number', typeOptions: { minValue: 0 }, default: DEFAULT_TRAINING.hiddenUnits, description: '0 trains a linear head; e.g. 128 adds a hidden layer for harder problems' },
+				{ displayName: 'Learning Rate', name: 'learningRate', type: 'number', typeOptions: { minValue: 0, numberPrecision: 5 }, default: DEFAULT_TRAINING.learningRate },
+				{ displayName: 'Patience', name: 'patience', type: 'number', typeOptions: { minValue: 1 }, default: DEFAULT_TRAINING.patience, description: 'Epochs without improvement before stopping' },
+				{ displayName: 'Seed', name: 'seed', type: 'number', default: DEFAULT_TRAINING.seed, description: 'The same data and seed give the same model' },
+				{ displayName: 'Training Batch Size', name: 'batchSize', type: 'number', typeOptions: { minValue: 1 }, default: DEFAULT_TRAINING.batchSize },
+				{ displayName: 'Validation Split', name: 'validationSplit', type: 'number', typeOptions: { minValue: 0, maxValue: 0.9, numberPrecision: 2 }, default: DEFAULT_TRAINING.validationSplit, description: 'Share of each class held out to choose the epoch count and report metrics; the saved model then learns from all examples' },
+			],
+		},
+		{
+			displayName: 'Options',
+			name: 'options',
+			type: 'collection',
+			placeholder: 'Add Option',
+			default: {},
+			options: [
+				backendOption,
+				batchSizeOption,
+				{ displayName: 'L2-Normalise Features', name: 'l2Normalize', type: 'boolean', default: false, description: 'Whether to scale feature vectors to length 1 before training (Classify does the same)' },
+				{ displayName: 'Output Model File', name: 'outputModelFile', type: 'boolean', default: false, description: 'Whether to attach the trained model as one binary file, to keep in S3, Drive or a database' },
+				{ displayName: 'Model File Property', name: 'modelBinaryProperty', type: 'string', default: 'model' },
+				resizeModeOption,
+			],
+		},
+	],
+};

@@ -1,0 +1,129 @@
+import type { INodeProperties } from 'n8n-workflow';
+import { CATALOG, DEFAULT_BACKBONE } from '../../engine';
+
+/** Where an item's image comes from; shared by all three nodes. */
+export function imageSourceProperties(show: Record<string, string[]> = {}): INodeProperties[] {
+	return [
+		{
+			displayName: 'Image Source',
+			name: 'imageSource',
+			type: 'options',
+			options: [
+				{ name: 'Binary Property', value: 'binary', description: 'An image file attached to the item' },
+				{ name: 'URL', value: 'url', description: 'Download the image from an http(s) address' },
+			],
+			default: 'binary',
+			displayOptions: { show },
+		},
+		{
+			displayName: 'Binary Property',
+			name: 'binaryPropertyName',
+			type: 'string',
+			default: 'data',
+			required: true,
+			description: 'Name of the binary property that holds the image (JPEG, PNG, WebP, GIF, AVIF or TIFF)',
+			displayOptions: { show: { ...show, imageSource: ['binary'] } },
+		},
+		{
+			displayName: 'Image URL',
+			name: 'imageUrl',
+			type: 'string',
+			default: '={{ $json.imageUrl }}',
+			required: true,
+			description: 'Address of the image to download',
+			displayOptions: { show: { ...show, imageSource: ['url'] } },
+		},
+	];
+}
+
+export function backboneProperties(show: Record<string, string[]> = {}): INodeProperties[] {
+	const custom = { show: { ...show, backbone: ['custom'] } };
+	return [
+		{
+			displayName: 'Backbone',
+			name: 'backbone',
+			type: 'options',
+			options: [
+				...Object.values(CATALOG).map((entry) => ({ name: entry.title, value: entry.id })),
+				{ name: 'Custom Model (URL or Path)', value: 'custom' },
+			],
+			default: DEFAULT_BACKBONE,
+			description: 'Pretrained network that turns an image into features; downloaded once, then cached',
+			displayOptions: { show },
+		},
+		{
+			displayName: 'Model URL or Path',
+			name: 'customModelUrl',
+			type: 'string',
+			default: '',
+			required: true,
+			placeholder: 'https://example.com/my-model/model.json',
+			description: 'The model.json of a TensorFlow.js layers or graph model',
+			displayOptions: custom,
+		},
+		{
+			displayName: 'Input Size',
+			name: 'customInputSize',
+			type: 'number',
+			default: 224,
+			description: 'Width and height in pixels the model was trained on',
+			displayOptions: custom,
+		},
+		{
+			displayName: 'Normalisation',
+			name: 'customNormalization',
+			type: 'options',
+			options: [
+				{ name: '-1 to 1 (MobileNet, Teachable Machine)', value: 'minusOneToOne' },
+				{ name: '0 to 1', value: 'zeroToOne' },
+				{ name: '0 to 255 (Raw Pixels)', value: 'raw' },
+			],
+			default: 'minusOneToOne',
+			displayOptions: custom,
+		},
+		{
+			displayName: 'Feature Layer or Output Node',
+			name: 'customFeatureLayer',
+			type: 'string',
+			default: '',
+			description:
+				'Layers model: the layer whose output is used (spatial maps are averaged). Graph model: the output node. Empty: the model output.',
+			displayOptions: custom,
+		},
+	];
+}
+
+export const backendOption: INodeProperties = {
+	displayName: 'Backend',
+	name: 'backend',
+	type: 'options',
+	options: [
+		{ name: 'Automatic', value: 'auto', description: 'tfjs-node if installed, else WebAssembly, else plain JavaScript' },
+		{ name: 'TensorFlow (tfjs-node)', value: 'tensorflow' },
+		{ name: 'WebAssembly', value: 'wasm' },
+		{ name: 'Plain JavaScript (Slow)', value: 'cpu' },
+	],
+	default: 'auto',
+	description: 'Where the network runs. The TL_BACKEND environment variable sets the default.',
+};
+
+export const resizeModeOption: INodeProperties = {
+	displayName: 'Resize Mode',
+	name: 'resizeMode',
+	type: 'options',
+	options: [
+		{ name: 'Centre Crop', value: 'centreCrop', description: 'Fill the square and cut off the edges' },
+		{ name: 'Fit with Padding', value: 'fitPad', description: 'Keep the whole image, pad with black' },
+		{ name: 'Stretch', value: 'stretch', description: 'Squash to a square' },
+	],
+	default: 'centreCrop',
+};
+
+export const batchSizeOption: INodeProperties = {
+	displayName: 'Batch Size',
+	name: 'batchSize',
+	type: 'number',
+	default: 16,
+	typeOptions: { minValue: 1, maxValue: 256 },
+	description: 'Images run through the network together; larger is faster, up to memory',
+};
