@@ -154,10 +154,13 @@ function fit(
 		tf.tensor2d(concat(subset.map((r) => standardise(features[r], mean, std)), featureSize), [subset.length, featureSize]);
 	const trainX = toMatrix(rows);
 	const validationX = validation.length ? toMatrix(validation) : undefined;
-	const variables: Variables = initial.map((l, i) => ({
-		kernel: tf.variable(tf.tensor2d(l.kernel, [i === 0 ? featureSize : initial[i - 1].units, l.units])),
-		bias: tf.variable(tf.tensor1d(l.bias)),
-	}));
+	// Inside tidy so the initial-value tensors go; variables survive tidy.
+	const variables: Variables = tf.tidy(() =>
+		initial.map((l, i) => ({
+			kernel: tf.variable(tf.tensor2d(l.kernel, [i === 0 ? featureSize : initial[i - 1].units, l.units])),
+			bias: tf.variable(tf.tensor1d(l.bias)),
+		})),
+	);
 	const optimizer = tf.train.adam(options.learningRate);
 	const history: EpochRecord[] = [];
 	let best = { loss: Infinity, epoch: 0, layers: initial };

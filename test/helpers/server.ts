@@ -1,0 +1,39 @@
+import { createReadStream, promises as fs } from 'node:fs';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+
+export interface StaticServer {
+	url: string;
+	requests: { path: string; headers: http.IncomingHttpHeaders }[];
+	close(): Promise<void>;
+}
+
+/**
+ * Serves a folder on loopback, like a model host or mirror would. `override` can answer a path
+ * differently (a corrupt or truncated file, an error status) to test how downloads fail.
+ */
+export async function serveFolder(
+	root: string,
+	override?: (urlPath: string, req: http.IncomingMessage, res: http.ServerResponse) => boolean,
+): Promise<StaticServer> {
+	const requests: StaticServer['requests'] = [];
+	const server = http.createServer(async (req, res) => {
+		const urlPath = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+		requests.push({ path: urlPath, headers: req.headers });
+		if (override?.(urlPath, req, res)) return;
+		const file = path.join(root, path.normalize(urlPath).replace(/^([/\\])+/, ''));
+		if (!file.startsWith(root)) return void res.writeHead(403).end();
+		const stat = await fs.stat(file).catch(() => undefined);
+		if (!stat?.isFile()) return void res.writeHead(404).end('not found');
+		res.writeHead(200, { 'content-length': stat.size, 'content-type': 'application/octet-stream' });
+		createReadStream(file).pipe(res);
+	});
+	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	const { port } = server.address() as AddressInfo;
+	return {
+		url: `http://127.0.0.1:${port}/`,
+		requests,
+		close: () => new Promise((resolve) => server.close(() => resolve())),
+	};
+}
