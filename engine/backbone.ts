@@ -25,7 +25,6 @@ export class Backbone {
 	static async load(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice } = {}): Promise<Backbone> {
 		const backend = await useBackend(options.backend);
 		const artifacts = await fetchModelArtifacts(spec.url, options.auth);
-		checkWeightsAreFinite(artifacts);
 		const format = spec.format === 'auto' ? detectFormat(artifacts) : spec.format;
 		const handler = tf.io.fromMemory({
 			modelTopology: artifacts.modelJson.modelTopology as tf.io.ModelArtifacts['modelTopology'],
@@ -94,27 +93,6 @@ function detectFormat(artifacts: ModelArtifacts): 'layers' | 'graph' {
 	if (format === 'graph-model') return 'graph';
 	if (format === 'layers-model') return 'layers';
 	return (modelTopology as { node?: unknown }).node ? 'graph' : 'layers';
-}
-
-/** Random bytes in a weight file decode to NaN or Inf somewhere; catching that here names the cause. */
-function checkWeightsAreFinite(artifacts: ModelArtifacts): void {
-	let offset = 0;
-	for (const spec of artifacts.weightSpecs) {
-		const count = spec.shape.reduce((a, b) => a * b, 1);
-		if (spec.dtype === 'float32' && !spec.quantization) {
-			const values = new Float32Array(artifacts.weightData, offset, count);
-			for (let i = 0; i < count; i++) {
-				if (!Number.isFinite(values[i])) {
-					throw new TransferLearningError(
-						`Weight "${spec.name}" of ${artifacts.location} holds ${values[i]} (corrupt weight file)`,
-						'Download the model again, or replace the damaged files on the mirror',
-					);
-				}
-			}
-		}
-		const bytes = ({ uint8: 1, uint16: 2, float16: 2, bool: 1 } as Record<string, number>)[spec.quantization?.dtype ?? spec.dtype] ?? 4;
-		offset += count * bytes;
-	}
 }
 
 async function loadLayers(handler: tf.io.IOHandler, spec: BackboneSpec, location: string) {

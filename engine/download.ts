@@ -217,5 +217,29 @@ function assemble(modelJson: ModelArtifacts['modelJson'], shards: Buffer[], loca
 		view.set(shard, offset);
 		offset += shard.length;
 	}
-	return { modelJson, weightSpecs, weightData, location };
+	const artifacts = { modelJson, weightSpecs, weightData, location };
+	checkWeightsAreFinite(artifacts);
+	return artifacts;
 }
+
+/** Random bytes in a weight file decode to NaN or Inf somewhere; catching that here names the cause. */
+function checkWeightsAreFinite(artifacts: ModelArtifacts): void {
+	let offset = 0;
+	for (const spec of artifacts.weightSpecs) {
+		const count = spec.shape.reduce((a, b) => a * b, 1);
+		if (spec.dtype === 'float32' && !spec.quantization) {
+			// Quantised weights before this one can leave the offset unaligned for a view.
+			const values = offset % 4 === 0 ? new Float32Array(artifacts.weightData, offset, count) : new Float32Array(artifacts.weightData.slice(offset, offset + count * 4));
+			for (let i = 0; i < count; i++) {
+				if (!Number.isFinite(values[i])) {
+					throw new TransferLearningError(
+						`Weight "${spec.name}" of ${artifacts.location} holds ${values[i]} (corrupt weight file)`,
+						'Download the model again, or replace the damaged files on the mirror',
+					);
+				}
+			}
+		}
+		offset += count * (BYTES_PER_ELEMENT[spec.quantization?.dtype ?? spec.dtype] ?? 4);
+	}
+}
+
