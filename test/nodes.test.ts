@@ -1,0 +1,179 @@
+import { DATASETS_DIR, sample } from './helpers/env';
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import sharp from 'sharp';
+import type { ILoadOptionsFunctions, INodeExecutionData } from 'n8n-workflow';
+import { Classify } from '../nodes/Classify/Classify.node';
+import { imageItem, runNode } from './helpers/n8n';
+import { serveFolder } from './helpers/server';
+
+const BACKBONE = { backbone: 'mobilenet_v1_0.25_224' };
+const train = sample('cats_vs_dogs', 12, 'train');
+const testImages = sample('cats_vs_dogs', 10, 'test');
+const labelled = (images: typeof train) => images.map((e) => imageItem(e.bytes, { animal: e.label }));
+
+test('Extract Features: JPEG and PNG binaries and image URLs become feature vectors, input kept', async () => {
+	const png = await sharp(train[0].bytes).png().toBuffer();
+	const run = await runNode('extractFeatures', BACKBONE, [imageItem(train[0].bytes, { id: 'a' }), imageItem(png, { id: 'b' }, 'x.png', 'image/png')]);
+	assert.equal(run.error, undefined);
+	const [jpegOut, pngOut] = run.outputs[0];
+	assert.equal(jpegOut.json.id, 'a');
+	assert.equal(jpegOut.json.featureLength, 256);
+	assert.equal((jpegOut.json.features as number[]).length, 256);
+	assert.equal(jpegOut.json.backbone, 'mobilenet_v1_0.25_224');
+	assert.ok(['wasm', 'tensorflow', 'cpu'].includes(jpegOut.json.backend as string));
+	assert.deepEqual(pngOut.pairedItem, { item: 1 });
+	// PNG is lossless, the JPEG was decoded once: the two vectors describe the same photo.
+	const a = jpegOut.json.features as number[];
+	const b = pngOut.json.features as number[];
+	const cosine = a.reduce((n, v, i) => n + v * b[i], 0) / Math.hypot(...a) / Math.hypot(...b);
+	assert.ok(cosine > 0.999, `cosine ${cosine}`);
+
+	const server = await serveFolder(DATASETS_DIR);
+	try {
+		const relative = train[0].file.slice(DATASETS_DIR.length + 1);
+		const byUrl = await runNode(
+			'extractFeatures',
+			{ ...BACKBONE, imageSource: 'url', imageUrl: '={{ $json.url }}', options: { l2Normalize: true } },
+			[{ json: { url: server.url + relative } }],
+		);
+		const features = byUrl.outputs[0][0].json.features as number[];
+		assert.ok(Math.abs(Math.hypot(...features) - 1) < 1e-5, 'L2-normalised');
+		const missing = await runNode('extractFeatures', { ...BACKBONE, imageSource: 'url', imageUrl: '={{ $json.url }}' }, [{ json: { url: server.url + 'nope.jpg' } }]);
+		assert.match(missing.error!.message, /^Item 0: The image server answered HTTP 404/);
+	} finally {
+		await server.close();
+	}
+});
+
+test('Extract Features: bad items name the item, and Continue On Fail keeps the good ones', async () => {
+	const items: INodeExecutionData[] = [
+		imageItem(train[0].bytes),
+		imageItem(Buffer.from('hello, I am text'), {}, 'notes.txt', 'text/plain'),
+		imageItem(train[1].bytes.subarray(0, 2000)),
+		{ json: { nothing: true } },
+	];
+	const failed = await runNode('extractFeatures', BACKBONE, items);
+	assert.match(failed.error!.message, /^Item 1: The data is not an image/);
+	assert.match(failed.error!.description ?? '', /JPEG, PNG/);
+	const kept = await runNode('extractFeatures', BACKBONE, items, { continueOnFail: true });
+	const out = kept.outputs[0];
+	assert.equal(out.length, 4);
+	assert.equal(out[0].json.featureLength, 256);
+	assert.match(out[1].json.error as string, /Item 1: The data is not an image/);
+	assert.match(out[2].json.error as string, /Item 2: The image file is truncated/);
+	assert.match(out[3].json.error as string, /Item 3: The item has no binary property "data"/);
+	assert.deepEqual(out.map((o) => o.pairedItem), [0, 1, 2, 3].map((item) => ({ item })));
+});
+
+test('Fine-Tune Head then Classify: train on images, save versions, classify by name and from a file', async () => {
+	const trained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'pets', label: '={{ $json.animal }}', options: { outputModelFile: true } }, labelled(train));
+	assert.equal(trained.error, undefined, trained.error?.message);
+	const [result] = trained.outputs[0];
+	assert.equal(result.json.modelName, 'pets');
+	assert.equal(result.json.version, 1);
+	assert.deepEqual(result.json.labels, ['cat', 'dog']);
+	assert.deepEqual(result.json.examplesPerClass, { cat: 12, dog: 12 });
+	assert.ok((result.json.accuracy as number) >= 0.5);
+	assert.equal((result.pairedItem as unknown[]).length, 24);
+	assert.ok(result.binary?.model, 'model file attached');
+
+	const classified = await runNode('classify', { modelName: 'pets', topK: 2 }, testImages.map((e) => imageItem(e.bytes, { truth: e.label })));
+	assert.equal(classified.error, undefined, classified.error?.message);
+	const out = classified.outputs[0];
+	assert.equal(out.length, 20);
+	const correct = out.filter((o) => o.json.label === o.json.truth).length;
+	// 12 examples a class on the smallest backbone: well above chance (10/20), not a benchmark.
+	assert.ok(correct >= 14, `${correct}/20 correct`);
+	assert.equal(out[0].json.model, 'pets');
+	assert.equal(out[0].json.version, 1);
+	const scores = out[0].json.scores as { label: string; score: number }[];
+	assert.equal(scores.length, 2);
+	assert.ok(Math.abs(scores[0].score + scores[1].score - 1) < 1e-5);
+	assert.equal(out[0].json.confidence, scores[0].score);
+
+	// The exported file classifies the same way, with no store involved.
+	const fromFile = await runNode(
+		'classify',
+		{ modelSource: 'binary', modelBinaryProperty: 'model' },
+		testImages.slice(0, 4).map((e) => ({ json: {}, binary: { ...imageItem(e.bytes).binary, model: result.binary!.model } })),
+	);
+	assert.deepEqual(fromFile.outputs[0].map((o) => o.json.label), out.slice(0, 4).map((o) => o.json.label));
+
+	// A retrain lands as version 2 and Classify uses it at once.
+	const retrained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'pets', label: '={{ $json.animal }}' }, labelled(train.slice(0, 20)));
+	assert.equal(retrained.outputs[0][0].json.version, 2);
+	const again = await runNode('classify', { modelName: 'pets' }, [imageItem(testImages[0].bytes)]);
+	assert.equal(again.outputs[0][0].json.version, 2);
+	const pinned = await runNode('classify', { modelName: 'pets', modelVersion: '1' }, [imageItem(testImages[0].bytes)]);
+	assert.equal(pinned.outputs[0][0].json.version, 1);
+
+	// The picker lists the store's models.
+	const options = await new Classify().methods.loadOptions.getModels.call({} as ILoadOptionsFunctions);
+	assert.deepEqual(options.map((o) => o.value), ['pets']);
+});
+
+test('Classify routes each item to the output of its class, and unsure ones to unknown', async () => {
+	await runNode('fineTuneHead', { ...BACKBONE, modelName: 'router', label: '={{ $json.animal }}' }, labelled(train));
+	const items = testImages.map((e) => imageItem(e.bytes, { truth: e.label }));
+	const routed = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'dog, cat' }, items);
+	assert.equal(routed.outputs.length, 3);
+	assert.ok(routed.outputs[0].every((o) => o.json.label === 'dog'));
+	assert.ok(routed.outputs[1].every((o) => o.json.label === 'cat'));
+	assert.equal(routed.outputs[0].length + routed.outputs[1].length, 20);
+	const unsure = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'cat,dog', threshold: 1 }, items.slice(0, 3));
+	assert.equal(unsure.outputs[2].length, 3);
+	assert.ok(unsure.outputs[2].every((o) => o.json.label === 'unknown'));
+	const mismatch = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'cat, bird' }, items.slice(0, 1));
+	assert.match(mismatch.error!.message, /do not match the classes of model "router"/);
+	assert.match(mismatch.error!.description ?? '', /Set "Class Names" to: cat, dog/);
+});
+
+test('Fine-Tune Head from Extract Features output, and its input errors', async () => {
+	const extracted = await runNode('extractFeatures', BACKBONE, labelled(train.slice(0, 6).concat(train.slice(12, 18))));
+	const fromFeatures = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'from-features', inputType: 'features', label: '={{ $json.animal }}' }, extracted.outputs[0]);
+	assert.equal(fromFeatures.outputs[0][0].json.version, 1);
+	const wrongBackbone = await runNode('fineTuneHead', { backbone: 'mobilenet_v2_0.35_224', modelName: 'x', inputType: 'features', label: '={{ $json.animal }}' }, extracted.outputs[0]);
+	assert.match(wrongBackbone.error!.message, /extracted with "mobilenet_v1_0.25_224"/);
+
+	const items = labelled(train.slice(0, 4).concat(train.slice(12, 16)));
+	items[2].json = {};
+	const noLabel = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'x', label: '={{ $json.animal }}' }, items);
+	assert.match(noLabel.error!.message, /^Item 2: The label is missing or empty/);
+	const oneClass = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'x', label: 'cat' }, labelled(train.slice(0, 4)));
+	assert.match(oneClass.error!.message, /at least 2 classes/);
+	const badName = await runNode('fineTuneHead', { ...BACKBONE, modelName: '../../x', label: '={{ $json.animal }}' }, labelled(train.slice(0, 4)));
+	assert.match(badName.error!.message, /not a valid model name/);
+
+	// Continue On Fail: the broken image is left out and reported; training goes on.
+	const withBroken = labelled(train.slice(0, 4).concat(train.slice(12, 16)));
+	withBroken[5] = imageItem(train[13].bytes.subarray(0, 1500), { animal: 'dog' });
+	const kept = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'kept', label: '={{ $json.animal }}' }, withBroken, { continueOnFail: true });
+	const out = kept.outputs[0][0].json;
+	assert.equal(out.version, 1);
+	assert.deepEqual(out.examplesPerClass, { cat: 4, dog: 3 });
+	assert.equal((out.skippedItems as { item: number }[])[0].item, 5);
+	const failedTraining = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'x', label: 'cat' }, labelled(train.slice(0, 3)), { continueOnFail: true });
+	assert.match(failedTraining.outputs[0][0].json.error as string, /at least 2 classes/);
+});
+
+test('Classify errors name the item: unknown model, escaping name, wrong feature length', async () => {
+	await runNode('fineTuneHead', { ...BACKBONE, modelName: 'errs', label: '={{ $json.animal }}' }, labelled(train.slice(0, 3).concat(train.slice(12, 15))));
+	const unknown = await runNode('classify', { modelName: '={{ $json.model }}' }, [imageItem(testImages[0].bytes, { model: 'errs' }), imageItem(testImages[1].bytes, { model: 'nope' })]);
+	assert.match(unknown.error!.message, /^Item 1: There is no model named "nope"/);
+	assert.match(unknown.error!.description ?? '', /errs/);
+	const escaping = await runNode('classify', { modelName: '../../x' }, [imageItem(testImages[0].bytes)]);
+	assert.match(escaping.error!.message, /^Item 0: "..\/..\/x" is not a valid model name/);
+	const wrongLength = await runNode('classify', { modelName: 'errs', inputType: 'features' }, [{ json: { features: [1, 2, 3] } }]);
+	assert.match(wrongLength.error!.message, /^Item 0: The features have 3 values but the model expects 256/);
+	const kept = await runNode(
+		'classify',
+		{ modelName: '={{ $json.model }}' },
+		[imageItem(testImages[0].bytes, { model: 'errs' }), imageItem(testImages[1].bytes, { model: 'nope' }), { json: { model: 'errs' } }],
+		{ continueOnFail: true },
+	);
+	const out = kept.outputs[0];
+	assert.deepEqual(out.map((o) => typeof o.json.label === 'string'), [true, false, false]);
+	assert.match(out[1].json.error as string, /no model named "nope"/);
+	assert.match(out[2].json.error as string, /no binary property "data"/);
+});
