@@ -27,8 +27,8 @@ async function main() {
 	const examples = readDataset(values.data);
 	const train = examples.filter((e) => e.split === 'train');
 	const test = examples.filter((e) => e.split === 'test');
-	const started = Date.now();
 	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined });
+	const started = Date.now();
 	const featuresOf = async (set: typeof examples) => {
 		const results = await extractFeatures(backbone, set.map((e) => readFileSync(e.file)));
 		return results.map((r, i) => {

@@ -152,3 +152,44 @@ test('no tensor leaks: the tensor count is the same before and after 200 classif
 	}
 	assert.equal(tf.memory().numTensors, before);
 });
+
+test('a custom TensorFlow.js graph model works as a backbone, with its normalisation', async () => {
+	// A one-layer graph model written by hand: 1x1 convolution of RGB into 4 channels, then ReLU.
+	const kernel = Float32Array.from([1, 0, -1, 0.5, 0, 1, 1, -0.5, 0, 0, 1, 0.25]); // [1,1,3,4], row per input channel
+	const dir = path.join(TEMP_DIR, 'graph-model');
+	const { mkdirSync, writeFileSync } = await import('node:fs');
+	mkdirSync(dir, { recursive: true });
+	const dims = (...sizes: number[]) => ({ dim: sizes.map((size) => ({ size: String(size) })) });
+	const text = (s: string) => ({ s: Buffer.from(s).toString('base64') });
+	writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(kernel.buffer));
+	writeFileSync(
+		path.join(dir, 'model.json'),
+		JSON.stringify({
+			format: 'graph-model',
+			modelTopology: {
+				node: [
+					{ name: 'image', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: dims(-1, 16, 16, 3) } } },
+					{ name: 'kernel', op: 'Const', attr: { dtype: { type: 'DT_FLOAT' }, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: dims(1, 1, 3, 4) } } } },
+					{
+						name: 'conv',
+						op: 'Conv2D',
+						input: ['image', 'kernel'],
+						attr: { T: { type: 'DT_FLOAT' }, strides: { list: { i: ['1', '1', '1', '1'] } }, padding: text('SAME'), data_format: text('NHWC'), dilations: { list: { i: ['1', '1', '1', '1'] } } },
+					},
+					{ name: 'features', op: 'Relu', input: ['conv'], attr: { T: { type: 'DT_FLOAT' } } },
+				],
+				versions: { producer: 1 },
+			},
+			weightsManifest: [{ paths: ['weights.bin'], weights: [{ name: 'kernel', shape: [1, 1, 3, 4], dtype: 'float32' }] }],
+		}),
+	);
+	const backbone = await Backbone.load(customBackbone({ url: path.join(dir, 'model.json'), inputSize: 16, normalization: 'zeroToOne', outputNode: 'features' }));
+	assert.equal(backbone.featureSize, 4);
+	const sharp = (await import('sharp')).default;
+	const solid = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 255, g: 51, b: 102 } } }).png().toBuffer();
+	const [features] = (await extractFeatures(backbone, [solid])) as Float32Array[];
+	const x = [1, 0.2, 0.4];
+	const expected = [0, 1, 2, 3].map((c) => Math.max(0, x[0] * kernel[c] + x[1] * kernel[4 + c] + x[2] * kernel[8 + c]));
+	features.forEach((v, c) => assert.ok(Math.abs(v - expected[c]) < 1e-5, `channel ${c}: ${v} vs ${expected[c]}`));
+	backbone.dispose();
+});

@@ -47,23 +47,27 @@ test('Extract Features: JPEG and PNG binaries and image URLs become feature vect
 });
 
 test('Extract Features: bad items name the item, and Continue On Fail keeps the good ones', async () => {
+	const bomb = await sharp({ create: { width: 20000, height: 20000, channels: 3, background: '#888' }, limitInputPixels: false }).png({ compressionLevel: 9 }).toBuffer();
 	const items: INodeExecutionData[] = [
 		imageItem(train[0].bytes),
 		imageItem(Buffer.from('hello, I am text'), {}, 'notes.txt', 'text/plain'),
 		imageItem(train[1].bytes.subarray(0, 2000)),
 		{ json: { nothing: true } },
+		imageItem(bomb, {}, 'bomb.png', 'image/png'),
 	];
 	const failed = await runNode('extractFeatures', BACKBONE, items);
 	assert.match(failed.error!.message, /^Item 1: The data is not an image/);
 	assert.match(failed.error!.description ?? '', /JPEG, PNG/);
 	const kept = await runNode('extractFeatures', BACKBONE, items, { continueOnFail: true });
 	const out = kept.outputs[0];
-	assert.equal(out.length, 4);
+	assert.equal(out.length, 5);
 	assert.equal(out[0].json.featureLength, 256);
 	assert.match(out[1].json.error as string, /Item 1: The data is not an image/);
 	assert.match(out[2].json.error as string, /Item 2: The image file is truncated/);
 	assert.match(out[3].json.error as string, /Item 3: The item has no binary property "data"/);
-	assert.deepEqual(out.map((o) => o.pairedItem), [0, 1, 2, 3].map((item) => ({ item })));
+	assert.match(out[4].json.error as string, /Item 4: The image has more than 50000000 pixels/);
+	assert.match(out[4].json.hint as string, /TL_MAX_IMAGE_PIXELS/);
+	assert.deepEqual(out.map((o) => o.pairedItem), [0, 1, 2, 3, 4].map((item) => ({ item })));
 });
 
 test('Fine-Tune Head then Classify: train on images, save versions, classify by name and from a file', async () => {

@@ -34,6 +34,11 @@ export async function serveFolder(
 	return {
 		url: `http://127.0.0.1:${port}/`,
 		requests,
-		close: () => new Promise((resolve) => server.close(() => resolve())),
+		// Clients keep connections alive; close them too rather than wait for their timeout.
+		close: () =>
+			new Promise((resolve) => {
+				server.close(() => resolve());
+				server.closeAllConnections();
+			}),
 	};
 }
