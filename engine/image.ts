@@ -16,8 +16,7 @@ const FIT: Record<ResizeMode, 'cover' | 'contain' | 'fill'> = {
 	stretch: 'fill',
 };
 
-// sharp stops libvips from reading more than one thread's worth at a time per call; extraction
-// decodes a batch with Promise.all, so the libuv pool does the rest.
+// Each image is decoded once; libvips' operation cache would only hold on to memory.
 sharp.cache(false);
 
 /**
@@ -33,21 +32,39 @@ export async function decodeImage(
 ): Promise<Uint8Array> {
 	if (bytes.length === 0) throw new TransferLearningError('The image is empty (0 bytes)');
 	try {
-		const image = sharp(bytes, { limitInputPixels: maxPixels, failOn: 'error', pages: 1 });
-		const pipeline = image
-			.rotate()
-			.flatten({ background: '#ffffff' })
-			.resize(size.width, size.height, { fit: FIT[mode], position: 'centre', background: '#000000' })
-			.toColourspace('srgb')
-			.removeAlpha();
-		const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-		if (info.channels !== 3 || data.length !== size.width * size.height * 3) {
-			throw new Error(`decoder returned ${info.width}x${info.height}x${info.channels}`);
-		}
-		return new Uint8Array(data.buffer, data.byteOffset, data.length);
+		return await decode(bytes, size, mode, maxPixels);
 	} catch (error) {
-		throw describeDecodeError(errorMessage(error), maxPixels);
+		if (EXPLAINED.test(errorMessage(error))) throw describeDecodeError(errorMessage(error), maxPixels);
+		// libvips has one error buffer for all its threads: when several images of a batch fail at
+		// once, a message can come back as "Unknown error". Decoding the image again, alone, recovers it.
+		const retry = decodeAlone.then(() => decode(bytes, size, mode, maxPixels));
+		decodeAlone = retry.then(
+			() => undefined,
+			() => undefined,
+		);
+		return retry.catch((again) => {
+			throw describeDecodeError(errorMessage(again), maxPixels);
+		});
 	}
+}
+
+let decodeAlone: Promise<void> = Promise.resolve();
+
+const EXPLAINED = /pixel limit|unsupported image format|premature end|truncated|end of file/i;
+
+async function decode(bytes: Buffer, size: ImageSize, mode: ResizeMode, maxPixels: number): Promise<Uint8Array> {
+	const { data, info } = await sharp(bytes, { limitInputPixels: maxPixels, failOn: 'error', pages: 1 })
+		.rotate()
+		.flatten({ background: '#ffffff' })
+		.resize(size.width, size.height, { fit: FIT[mode], position: 'centre', background: '#000000' })
+		.toColourspace('srgb')
+		.removeAlpha()
+		.raw()
+		.toBuffer({ resolveWithObject: true });
+	if (info.channels !== 3 || data.length !== size.width * size.height * 3) {
+		throw new Error(`decoder returned ${info.width}x${info.height}x${info.channels}`);
+	}
+	return new Uint8Array(data.buffer, data.byteOffset, data.length);
 }
 
 function describeDecodeError(message: string, maxPixels: number): TransferLearningError {

@@ -2,7 +2,7 @@ import { DATASETS_DIR, sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
-import type { ILoadOptionsFunctions, INodeExecutionData } from 'n8n-workflow';
+import { NodeHelpers, Workflow, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters } from 'n8n-workflow';
 import { Classify } from '../nodes/Classify/Classify.node';
 import { imageItem, runNode } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
@@ -180,4 +180,15 @@ test('Classify errors name the item: unknown model, escaping name, wrong feature
 	assert.deepEqual(out.map((o) => typeof o.json.label === 'string'), [true, false, false]);
 	assert.match(out[1].json.error as string, /no model named "nope"/);
 	assert.match(out[2].json.error as string, /no binary property "data"/);
+});
+
+test('Classify declares one output per class name plus unknown, as n8n evaluates it', () => {
+	const description = new Classify().description;
+	const outputsFor = (parameters: INodeParameters) => {
+		const node: INode = { id: '1', name: 'Classify', type: 'n8n-nodes-transfer-learning.classify', typeVersion: 1, position: [0, 0], parameters };
+		const workflow = new Workflow({ nodes: [node], connections: {}, active: false, nodeTypes: { getByName: () => undefined, getByNameAndVersion: () => undefined, getKnownTypes: () => ({}) } as never });
+		return NodeHelpers.getNodeOutputs(workflow, node, description).map((o) => (typeof o === 'string' ? o : o.displayName));
+	};
+	assert.deepEqual(outputsFor({ routeByClass: true, classNames: 'cat, dog ,bird' }), ['cat', 'dog', 'bird', 'unknown']);
+	assert.deepEqual(outputsFor({ routeByClass: false }), ['Classified']);
 });

@@ -1,5 +1,5 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
-import { backendOption, batchSizeOption, imageSourceProperties } from '../shared/parameters';
+import { backendOption, batchSizeOption, itemInputProperties } from '../shared/parameters';
 
 /**
  * Evaluated by n8n in the editor and at run time to draw one output per class plus `unknown`.
@@ -62,24 +62,7 @@ export const classifyDescription: INodeTypeDescription = {
 			default: 'model',
 			displayOptions: { show: { modelSource: ['binary'] } },
 		},
-		{
-			displayName: 'Input',
-			name: 'inputType',
-			type: 'options',
-			options: [
-				{ name: 'Images', value: 'image' },
-				{ name: 'Features from Extract Features', value: 'features' },
-			],
-			default: 'image',
-		},
-		...imageSourceProperties({ inputType: ['image'] }),
-		{
-			displayName: 'Features Field',
-			name: 'featuresField',
-			type: 'string',
-			default: 'features',
-			displayOptions: { show: { inputType: ['features'] } },
-		},
+		...itemInputProperties(),
 		{
 			displayName: 'Confidence Threshold',
 			name: 'threshold',

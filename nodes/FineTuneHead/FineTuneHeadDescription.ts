@@ -1,8 +1,6 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
 import { DEFAULT_TRAINING } from '../../engine';
-import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, resizeModeOption } from '../shared/parameters';
-
-const imageInput = { inputType: ['image'] };
+import { backendOption, backboneProperties, batchSizeOption, itemInputProperties, resizeModeOption } from '../shared/parameters';
 
 export const fineTuneHeadDescription: INodeTypeDescription = {
 	displayName: 'Fine-Tune Head',
@@ -33,24 +31,7 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 			required: true,
 			description: 'The class of each item',
 		},
-		{
-			displayName: 'Input',
-			name: 'inputType',
-			type: 'options',
-			options: [
-				{ name: 'Images', value: 'image' },
-				{ name: 'Features from Extract Features', value: 'features' },
-			],
-			default: 'image',
-		},
-		...imageSourceProperties(imageInput),
-		{
-			displayName: 'Features Field',
-			name: 'featuresField',
-			type: 'string',
-			default: 'features',
-			displayOptions: { show: { inputType: ['features'] } },
-		},
+		...itemInputProperties(),
 		...backboneProperties(),
 		{
 			displayName: 'Training Options',

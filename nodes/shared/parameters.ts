@@ -36,6 +36,31 @@ export function imageSourceProperties(show: Record<string, string[]> = {}): INod
 	];
 }
 
+/** Images, or vectors from Extract Features: what Fine-Tune Head and Classify accept. */
+export function itemInputProperties(): INodeProperties[] {
+	return [
+		{
+			displayName: 'Input',
+			name: 'inputType',
+			type: 'options',
+			options: [
+				{ name: 'Images', value: 'image' },
+				{ name: 'Features from Extract Features', value: 'features' },
+			],
+			default: 'image',
+		},
+		...imageSourceProperties({ inputType: ['image'] }),
+		{
+			displayName: 'Features Field',
+			name: 'featuresField',
+			type: 'string',
+			default: 'features',
+			description: 'Field holding the feature vector',
+			displayOptions: { show: { inputType: ['features'] } },
+		},
+	];
+}
+
 export function backboneProperties(show: Record<string, string[]> = {}): INodeProperties[] {
 	const custom = { show: { ...show, backbone: ['custom'] } };
 	return [
