@@ -66,7 +66,7 @@ test('Extract Features: bad items name the item, and Continue On Fail keeps the 
 	assert.match(out[2].json.error as string, /Item 2: The image file is truncated/);
 	assert.match(out[3].json.error as string, /Item 3: The item has no binary property "data"/);
 	assert.match(out[4].json.error as string, /Item 4: The image has more than 50000000 pixels/);
-	assert.match(out[4].json.hint as string, /TL_MAX_IMAGE_PIXELS/);
+	assert.match(out[4].json.details as string, /TL_MAX_IMAGE_PIXELS/);
 	assert.deepEqual(out.map((o) => o.pairedItem), [0, 1, 2, 3, 4].map((item) => ({ item })));
 });
 
@@ -180,6 +180,12 @@ test('Classify errors name the item: unknown model, escaping name, wrong feature
 	assert.deepEqual(out.map((o) => typeof o.json.label === 'string'), [true, false, false]);
 	assert.match(out[1].json.error as string, /no model named "nope"/);
 	assert.match(out[2].json.error as string, /no binary property "data"/);
+	// "Continue (using error output)": failed items leave by the extra error output.
+	const split = await runNode('classify', { modelName: '={{ $json.model }}' }, [imageItem(testImages[0].bytes, { model: 'errs' }), { json: { model: 'nope' } }], { errorOutput: true });
+	assert.equal(split.outputs.length, 2);
+	assert.equal(split.outputs[0].length, 1);
+	assert.equal(split.outputs[0][0].json.model, 'errs');
+	assert.match(split.outputs[1][0].json.error as string, /no model named "nope"/);
 });
 
 test('Classify declares one output per class name plus unknown, as n8n evaluates it', () => {

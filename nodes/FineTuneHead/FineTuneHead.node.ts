@@ -114,7 +114,7 @@ export class FineTuneHead implements INodeType {
 		} catch (error) {
 			const nodeError = toNodeError(this, error);
 			if (!this.continueOnFail()) throw nodeError;
-			return [[{ json: { error: nodeError.message, hint: nodeError.description ?? undefined, skippedItems: skipped }, pairedItem: everyItem.map((i) => ({ item: i })) }]];
+			return [[{ json: { error: nodeError.message, details: nodeError.description ?? undefined, skippedItems: skipped }, pairedItem: everyItem.map((i) => ({ item: i })) }]];
 		}
 	}
 }

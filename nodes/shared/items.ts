@@ -126,7 +126,10 @@ export function toNodeError(ctx: IExecuteFunctions, error: unknown, itemIndex?: 
 export function failedItem(ctx: IExecuteFunctions, error: unknown, itemIndex: number): INodeExecutionData {
 	const nodeError = toNodeError(ctx, error, itemIndex);
 	if (!ctx.continueOnFail()) throw nodeError;
+	// n8n sends an item to the node's error output ("Continue (using error output)") when its json
+	// holds nothing but error, message and details; setting `item.error` instead would make n8n
+	// replace the json and lose the advice.
 	const json: IDataObject = { error: nodeError.message };
-	if (nodeError.description) json.hint = nodeError.description;
+	if (nodeError.description) json.details = nodeError.description;
 	return { json, pairedItem: { item: itemIndex } };
 }

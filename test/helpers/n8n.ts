@@ -68,7 +68,7 @@ export async function runNode(
 	type: 'extractFeatures' | 'fineTuneHead' | 'classify',
 	parameters: INodeParameters,
 	items: INodeExecutionData[],
-	options: { continueOnFail?: boolean } = {},
+	options: { continueOnFail?: boolean; errorOutput?: boolean } = {},
 ): Promise<NodeRun> {
 	ItemsSource.items = items;
 	const nodeName = 'Under Test';
@@ -84,6 +84,7 @@ export async function runNode(
 				position: [200, 0],
 				parameters,
 				...(options.continueOnFail ? { onError: 'continueRegularOutput' as const } : {}),
+				...(options.errorOutput ? { onError: 'continueErrorOutput' as const } : {}),
 			},
 		],
 		connections: { Source: { main: [[{ node: nodeName, type: 'main', index: 0 }]] } },
