@@ -1,0 +1,214 @@
+/**
+ * A real n8n with this package installed the way n8n's community-package installer does it.
+ * Used by `npm start` and by the end-to-end tests. Needs `scripts/runtime.sh` to have put Node 24
+ * on PATH and installed the pinned n8n (TL_N8N_BIN).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import axios, { type AxiosInstance } from 'axios';
+
+const run = promisify(execFile);
+const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const PACKAGE_NAME = 'n8n-nodes-transfer-learning';
+
+export const OWNER = { email: 'owner@example.com', firstName: 'Local', lastName: 'Owner', password: 'Transfer-Learning-1' };
+
+export interface StartOptions {
+	/** Holds `.n8n/` (database, settings, community packages, model store). */
+	userFolder: string;
+	port: number;
+	/** The task runner broker listens here; must be free as well. */
+	brokerPort: number;
+	/** Folders the Read/Write Files node may read (n8n 2.x restricts file access). */
+	readableFolders?: string[];
+	env?: Record<string, string>;
+	/** Each line n8n prints; default: discarded. */
+	log?: (line: string) => void;
+}
+
+function n8nBin(): string {
+	const bin = process.env.TL_N8N_BIN;
+	if (!bin) throw new Error('TL_N8N_BIN is not set: run through scripts/runtime.sh (npm start, npm run test:e2e)');
+	return bin;
+}
+
+/** n8n with telemetry, update checks, templates and every module that calls out turned off. */
+function n8nEnvironment(options: StartOptions): NodeJS.ProcessEnv {
+	return {
+		...process.env,
+		N8N_USER_FOLDER: options.userFolder,
+		N8N_PORT: String(options.port),
+		N8N_LISTEN_ADDRESS: '127.0.0.1',
+		N8N_HOST: '127.0.0.1',
+		N8N_PROTOCOL: 'http',
+		N8N_EDITOR_BASE_URL: `http://127.0.0.1:${options.port}/`,
+		N8N_WEBHOOK_URL: `http://127.0.0.1:${options.port}/`,
+		N8N_SECURE_COOKIE: 'false',
+		N8N_RUNNERS_BROKER_PORT: String(options.brokerPort),
+		N8N_DIAGNOSTICS_ENABLED: 'false',
+		N8N_VERSION_NOTIFICATIONS_ENABLED: 'false',
+		N8N_TEMPLATES_ENABLED: 'false',
+		N8N_PERSONALIZATION_ENABLED: 'false',
+		N8N_HIRING_BANNER_ENABLED: 'false',
+		N8N_DISABLED_MODULES: 'insights,external-secrets,mcp,mcp-registry,chat-hub,workflow-builder,instance-ai,agents,agent-evals,quick-connect,promotions,instance-registry,instance-reporting',
+		N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS: 'false',
+		N8N_RESTRICT_FILE_ACCESS_TO: (options.readableFolders ?? []).join(';'),
+		DB_SQLITE_POOL_SIZE: '2',
+		...options.env,
+	};
+}
+
+/**
+ * Builds the package tarball and installs it into `<userFolder>/.n8n/nodes` exactly as n8n's
+ * installer does: unpack, drop dev/peer/optional dependencies, then a shallow install with no
+ * scripts and no lockfile.
+ */
+export async function installPackage(userFolder: string): Promise<string> {
+	const nodesDir = path.join(userFolder, '.n8n', 'nodes');
+	const target = path.join(nodesDir, 'node_modules', PACKAGE_NAME);
+	await fs.mkdir(nodesDir, { recursive: true });
+	const { stdout } = await run('npm', ['pack', '--quiet', '--pack-destination', nodesDir, REPO_ROOT], { cwd: nodesDir });
+	const tarball = path.join(nodesDir, stdout.trim().split('\n').pop()!);
+	try {
+		await fs.rm(target, { recursive: true, force: true });
+		await fs.mkdir(target, { recursive: true });
+		await run('tar', ['-xzf', tarball, '-C', target, '--strip-components=1']);
+		const manifestPath = path.join(target, 'package.json');
+		const { devDependencies: _d, peerDependencies: _p, optionalDependencies: _o, ...manifest } = JSON.parse(await fs.readFile(manifestPath, 'utf8'));
+		await fs.writeFile(manifestPath, JSON.stringify(manifest, null, 2));
+		await run('npm', ['install', '--audit=false', '--fund=false', '--bin-links=false', '--install-strategy=shallow', '--ignore-scripts=true', '--package-lock=false'], { cwd: target });
+		// n8n keeps its community packages listed here; its installer writes the same entry.
+		await fs.writeFile(path.join(nodesDir, 'package.json'), JSON.stringify({ name: 'installed-nodes', private: true, dependencies: { [PACKAGE_NAME]: manifest.version } }, null, 2));
+	} finally {
+		await fs.rm(tarball, { force: true });
+	}
+	return target;
+}
+
+export const EXAMPLES_DIR = path.join(REPO_ROOT, 'examples');
+
+/** The example workflows, with the folder the Train and Retrain examples read set to `trainingFolder`. */
+export async function prepareExamples(outDir: string, trainingFolder: string): Promise<string[]> {
+	await fs.mkdir(outDir, { recursive: true });
+	const files: string[] = [];
+	for (const name of (await fs.readdir(EXAMPLES_DIR)).filter((f) => f.endsWith('.json')).sort()) {
+		const workflow = JSON.parse(await fs.readFile(path.join(EXAMPLES_DIR, name), 'utf8')) as { nodes: { type: string; parameters: Record<string, unknown> }[] };
+		for (const node of workflow.nodes) {
+			if (node.type === 'n8n-nodes-base.readWriteFile') {
+				node.parameters.fileSelector = `${trainingFolder}/*/*.{jpg,jpeg,png,webp}`;
+			}
+		}
+		const file = path.join(outDir, name);
+		await fs.writeFile(file, JSON.stringify(workflow, null, 2));
+		files.push(file);
+	}
+	return files;
+}
+
+/** Imports workflow files into the instance's database (before it starts). Returns their ids. */
+export async function importWorkflows(options: StartOptions, files: string[]): Promise<string[]> {
+	const ids: string[] = [];
+	for (const file of files) {
+		const workflow = JSON.parse(await fs.readFile(file, 'utf8')) as { id?: string };
+		if (!workflow.id) throw new Error(`${file} has no id`);
+		await run(n8nBin(), ['import:workflow', `--input=${file}`], { env: n8nEnvironment(options) });
+		ids.push(workflow.id);
+	}
+	return ids;
+}
+
+/** Publishes (activates) workflows before start, so their webhooks and schedules are live at once. */
+export async function publishWorkflows(options: StartOptions, ids: string[]): Promise<void> {
+	for (const id of ids) await run(n8nBin(), ['publish:workflow', `--id=${id}`], { env: n8nEnvironment(options) });
+}
+
+export class RunningN8n {
+	readonly url: string;
+	readonly api: AxiosInstance;
+
+	constructor(
+		readonly options: StartOptions,
+		private readonly child: ChildProcess,
+	) {
+		this.url = `http://127.0.0.1:${options.port}/`;
+		this.api = axios.create({ baseURL: `${this.url}rest/`, validateStatus: () => true });
+	}
+
+	get pid(): number {
+		return this.child.pid!;
+	}
+
+	/** Creates the owner account (first start) and logs in; later REST calls carry the session. */
+	async signIn(): Promise<void> {
+		const setup = await this.api.post('owner/setup', OWNER);
+		if (setup.status >= 400 && !/already/i.test(JSON.stringify(setup.data))) {
+			throw new Error(`owner setup failed: HTTP ${setup.status} ${JSON.stringify(setup.data)}`);
+		}
+		const login = await this.api.post('login', { emailOrLdapLoginId: OWNER.email, password: OWNER.password });
+		if (login.status !== 200) throw new Error(`login failed: HTTP ${login.status} ${JSON.stringify(login.data)}`);
+		const cookie = (login.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]).join('; ');
+		this.api.defaults.headers.common.Cookie = cookie;
+		// n8n rejects state-changing REST calls without the browser-id header that the editor sends.
+		this.api.defaults.headers.common['browser-id'] = 'transfer-learning-e2e';
+	}
+
+	/** Stops n8n and its task runner (the whole process group), waiting for them to exit. */
+	async stop(): Promise<void> {
+		if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+		const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+		try {
+			process.kill(-this.pid, 'SIGTERM');
+		} catch {
+			return;
+		}
+		const timer = setTimeout(() => {
+			try {
+				process.kill(-this.pid, 'SIGKILL');
+			} catch {
+				// already gone
+			}
+		}, 20_000);
+		await exited;
+		clearTimeout(timer);
+	}
+}
+
+/** Starts n8n and resolves once its REST API answers. */
+export async function startN8n(options: StartOptions): Promise<RunningN8n> {
+	const child = spawn(n8nBin(), ['start'], { env: n8nEnvironment(options), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+	const output: string[] = [];
+	const onData = (chunk: Buffer) => {
+		for (const line of chunk.toString('utf8').split('\n')) {
+			if (!line.trim()) continue;
+			output.push(line);
+			if (output.length > 200) output.shift();
+			options.log?.(line);
+		}
+	};
+	child.stdout!.on('data', onData);
+	child.stderr!.on('data', onData);
+	const instance = new RunningN8n(options, child);
+	const deadline = Date.now() + 180_000;
+	while (Date.now() < deadline) {
+		if (child.exitCode !== null) throw new Error(`n8n exited with code ${child.exitCode}:\n${output.join('\n')}`);
+		const health = await instance.api.get('../healthz/readiness', { timeout: 2000 }).catch(() => undefined);
+		if (health?.status === 200) return instance;
+		await new Promise((resolve) => setTimeout(resolve, 500));
+	}
+	await instance.stop();
+	throw new Error(`n8n did not become ready within 180 s:\n${output.join('\n')}`);
+}
+
+export async function freePort(): Promise<number> {
+	return new Promise((resolve, reject) => {
+		const server = net.createServer();
+		server.once('error', reject);
+		server.listen(0, '127.0.0.1', () => {
+			const { port } = server.address() as net.AddressInfo;
+			server.close(() => resolve(port));
+		});
+	});
+}
