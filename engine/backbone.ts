@@ -1,15 +1,40 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfc from '@tensorflow/tfjs-converter';
-import { useBackend, type BackendReport } from './backend';
-import { NORMALIZATIONS, backboneKey, type BackboneSpec } from './catalog';
+import { useBackend, type BackendName, type BackendReport } from './backend';
+import { NORMALIZATIONS, type BackboneSpec } from './catalog';
+import { CompiledTfjsModel } from './compiled-tfjs';
+import { CompileError, compileLayersModel, type CompiledPlan } from './compiler';
 import { fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
 import { TransferLearningError, errorMessage } from './errors';
-import type { BackendChoice } from './settings';
+import { OnnxExecutor } from './onnx';
+import { settings, type BackendChoice } from './settings';
+
+type Layout = 'nhwc' | 'nchw';
+
+/** Runs a normalised batch through a network and returns pooled features, image after image. */
+interface Executor {
+	layout: Layout;
+	run(input: Float32Array, batch: number): Promise<Float32Array>;
+	dispose(): void;
+}
+
+export interface BackboneLoadOptions {
+	auth?: HostAuth;
+	backend?: BackendChoice;
+	/**
+	 * false runs the layers model as TF.js loads it, without folding batch norm or ONNX Runtime:
+	 * the benchmark's baseline.
+	 */
+	compile?: boolean;
+}
 
 /**
  * A frozen pretrained network cut at its feature layer. `extract` turns decoded RGB images into
  * one feature vector each (global average pooling over a spatial feature map).
+ *
+ * Layers models are compiled (batch norm folded into the convolutions) and run on ONNX Runtime
+ * when it loads, else on TF.js; anything that cannot be compiled runs as TF.js loads it.
  */
 export class Backbone {
 	private disposed = false;
@@ -18,67 +43,140 @@ export class Backbone {
 		readonly spec: BackboneSpec,
 		readonly backend: BackendReport,
 		readonly featureSize: number,
-		private readonly forward: (input: tf.Tensor4D) => tf.Tensor,
-		private readonly release: () => void,
+		private readonly executor: Executor,
 	) {}
 
-	static async load(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice } = {}): Promise<Backbone> {
-		const backend = await useBackend(options.backend);
+	static async load(spec: BackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
+		const choice = options.backend ?? settings().backend;
 		const artifacts = await fetchModelArtifacts(spec.url, options.auth);
 		const format = spec.format === 'auto' ? detectFormat(artifacts) : spec.format;
-		const handler = tf.io.fromMemory({
-			modelTopology: artifacts.modelJson.modelTopology as tf.io.ModelArtifacts['modelTopology'],
-			weightSpecs: artifacts.weightSpecs as tf.io.WeightsManifestEntry[],
-			weightData: artifacts.weightData,
-			format: format === 'graph' ? 'graph-model' : 'layers-model',
-		});
-		const { forward, release } =
-			format === 'graph' ? await loadGraph(handler, spec, artifacts.location) : await loadLayers(handler, spec, artifacts.location);
+		const passedOver: string[] = [];
+		let plan: CompiledPlan | undefined;
+		if (format === 'layers' && options.compile !== false) {
+			try {
+				plan = compileLayersModel(artifacts, spec);
+			} catch (error) {
+				if (!(error instanceof CompileError)) throw error;
+				passedOver.push(`the model could not be compiled (${error.message})`);
+			}
+		}
+		let executor: Executor | undefined;
+		let report: BackendReport | undefined;
+		if (plan && (choice === 'auto' || choice === 'onnxruntime')) {
+			try {
+				executor = await OnnxExecutor.create(plan, spec, artifacts);
+				report = { name: 'onnxruntime' };
+			} catch (error) {
+				passedOver.push(`ONNX Runtime is not usable (${errorMessage(error).split('\n')[0]})`);
+			}
+		} else if (options.compile !== false && format === 'graph' && (choice === 'auto' || choice === 'onnxruntime')) {
+			passedOver.push('graph models run on TF.js');
+		}
+		if (!executor) {
+			const tfjs = await useBackend(choice === 'onnxruntime' ? 'auto' : choice);
+			executor = plan ? new CompiledTfjsExecutor(plan, tfjs.name) : await loadTfjs(artifacts, format, spec, tfjs.name);
+			const reasons = [...passedOver, ...(tfjs.fallbackReason ? [tfjs.fallbackReason] : [])];
+			report = { name: tfjs.name, ...(reasons.length && options.compile !== false ? { fallbackReason: reasons.join('; ') } : {}) };
+			if (report.fallbackReason && (choice === 'auto' || choice === 'onnxruntime')) {
+				console.warn(`[transfer-learning] ${spec.id} runs on ${tfjs.name}: ${report.fallbackReason}`);
+			}
+		}
 		// One probe image tells the feature size and catches a model whose input does not match.
 		const { height, width } = spec.inputSize;
 		let featureSize: number;
 		try {
-			featureSize = tf.tidy(() => pool(forward(tf.zeros([1, height, width, 3]))).shape[1] as number);
+			featureSize = (await executor.run(new Float32Array(height * width * 3), 1)).length;
 		} catch (error) {
-			release();
+			executor.dispose();
 			throw new TransferLearningError(
 				`The model at ${artifacts.location} does not accept ${width}x${height} RGB images: ${errorMessage(error)}`,
 				'Set the input size the model was trained with',
 			);
 		}
-		return new Backbone(spec, backend, featureSize, forward, release);
-	}
-
-	get key(): string {
-		return `${backboneKey(this.spec)}@${this.backend.name}`;
+		return new Backbone(spec, report!, featureSize, executor);
 	}
 
 	/** `images` are RGB bytes of `spec.inputSize`, as `decodeImage` returns them. */
-	extract(images: Uint8Array[]): Float32Array[] {
+	async extract(images: Uint8Array[]): Promise<Float32Array[]> {
 		if (this.disposed) throw new Error('Backbone was disposed');
 		if (images.length === 0) return [];
 		const { height, width } = this.spec.inputSize;
 		const { scale, offset } = NORMALIZATIONS[this.spec.normalization];
-		const pixels = height * width * 3;
+		const plane = height * width;
+		const pixels = plane * 3;
 		const batch = new Float32Array(images.length * pixels);
+		const planar = this.executor.layout === 'nchw';
 		images.forEach((image, i) => {
 			if (image.length !== pixels) throw new Error(`image ${i} has ${image.length} bytes, expected ${pixels}`);
 			const base = i * pixels;
-			for (let j = 0; j < pixels; j++) batch[base + j] = image[j] * scale + offset;
+			if (planar) {
+				for (let p = 0, j = 0; p < plane; p++, j += 3) {
+					batch[base + p] = image[j] * scale + offset;
+					batch[base + plane + p] = image[j + 1] * scale + offset;
+					batch[base + 2 * plane + p] = image[j + 2] * scale + offset;
+				}
+			} else {
+				for (let j = 0; j < pixels; j++) batch[base + j] = image[j] * scale + offset;
+			}
 		});
-		// Re-activate our backend: another node in this process may have switched it.
-		if (tf.getBackend() !== this.backend.name) tf.setBackend(this.backend.name);
-		const flat = tf.tidy(() => pool(this.forward(tf.tensor4d(batch, [images.length, height, width, 3]))).dataSync());
+		const flat = await this.executor.run(batch, images.length);
 		const out: Float32Array[] = [];
-		for (let i = 0; i < images.length; i++) out.push(Float32Array.from(flat.subarray(i * this.featureSize, (i + 1) * this.featureSize)));
+		for (let i = 0; i < images.length; i++) out.push(flat.slice(i * this.featureSize, (i + 1) * this.featureSize));
 		return out;
 	}
 
 	dispose(): void {
 		if (this.disposed) return;
 		this.disposed = true;
-		this.release();
+		this.executor.dispose();
 	}
+}
+
+/** TF.js executors switch the process-wide backend back to theirs: another node may have changed it. */
+function onBackend(name: BackendName): void {
+	if (tf.getBackend() !== name) tf.setBackend(name);
+}
+
+class CompiledTfjsExecutor implements Executor {
+	readonly layout = 'nhwc';
+	private readonly model: CompiledTfjsModel;
+
+	constructor(
+		private readonly plan: CompiledPlan,
+		private readonly backend: BackendName,
+	) {
+		onBackend(backend);
+		this.model = new CompiledTfjsModel(plan);
+	}
+
+	async run(input: Float32Array, batch: number): Promise<Float32Array> {
+		onBackend(this.backend);
+		const [h, w, c] = this.plan.inputShape;
+		return tf.tidy(() => this.model.predict(tf.tensor4d(input, [batch, h, w, c])).dataSync() as Float32Array);
+	}
+
+	dispose(): void {
+		this.model.dispose();
+	}
+}
+
+async function loadTfjs(artifacts: ModelArtifacts, format: 'layers' | 'graph', spec: BackboneSpec, backend: BackendName): Promise<Executor> {
+	const handler = tf.io.fromMemory({
+		modelTopology: artifacts.modelJson.modelTopology as tf.io.ModelArtifacts['modelTopology'],
+		weightSpecs: artifacts.weightSpecs as tf.io.WeightsManifestEntry[],
+		weightData: artifacts.weightData,
+		format: format === 'graph' ? 'graph-model' : 'layers-model',
+	});
+	const { forward, release } = format === 'graph' ? await loadGraph(handler, spec, artifacts.location) : await loadLayers(handler, spec, artifacts.location);
+	const { height, width } = spec.inputSize;
+	return {
+		layout: 'nhwc',
+		run: async (input, batch) => {
+			onBackend(backend);
+			return tf.tidy(() => pool(forward(tf.tensor4d(input, [batch, height, width, 3]))).dataSync() as Float32Array);
+		},
+		dispose: release,
+	};
 }
 
 /** Spatial maps are averaged to one vector per image; anything else is flattened. */

@@ -4,10 +4,11 @@ import '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { settings, type BackendChoice } from './settings';
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export type TfjsBackendName = 'tensorflow' | 'wasm' | 'cpu';
+export type BackendName = TfjsBackendName | 'onnxruntime';
 
-export interface BackendReport {
-	name: BackendName;
+export interface BackendReport<Name extends BackendName = BackendName> {
+	name: Name;
 	/** Why a faster backend was passed over, for the output metadata and the log. */
 	fallbackReason?: string;
 }
@@ -42,7 +43,7 @@ function prepareWasm(): void {
 	wasmPathsSet = true;
 }
 
-async function activate(name: BackendName): Promise<boolean> {
+async function activate(name: TfjsBackendName): Promise<boolean> {
 	if (tf.getBackend() === name && tf.engine().backend) return true;
 	if (name === 'wasm') prepareWasm();
 	try {
@@ -52,13 +53,17 @@ async function activate(name: BackendName): Promise<boolean> {
 	}
 }
 
-const inflight = new Map<BackendChoice, Promise<BackendReport>>();
+type TfjsChoice = Exclude<BackendChoice, 'onnxruntime'>;
+
+const inflight = new Map<TfjsChoice, Promise<BackendReport<TfjsBackendName>>>();
 
 /**
- * Makes the requested backend current and says which one that is. `auto` prefers tfjs-node,
- * then wasm, then the pure-JS cpu backend. The result is memoised per choice.
+ * Makes the requested TF.js backend current and says which one that is. `auto` (and
+ * `onnxruntime`, for what runs on TF.js anyway) prefers tfjs-node, then wasm, then the pure-JS cpu
+ * backend. The result is memoised per choice.
  */
-export function useBackend(choice: BackendChoice = settings().backend): Promise<BackendReport> {
+export function useBackend(requested: BackendChoice = settings().backend): Promise<BackendReport<TfjsBackendName>> {
+	const choice: TfjsChoice = requested === 'onnxruntime' ? 'auto' : requested;
 	let pending = inflight.get(choice);
 	if (!pending) {
 		pending = chooseBackend(choice);
@@ -72,7 +77,7 @@ export function useBackend(choice: BackendChoice = settings().backend): Promise<
 	});
 }
 
-async function chooseBackend(choice: BackendChoice): Promise<BackendReport> {
+async function chooseBackend(choice: TfjsChoice): Promise<BackendReport<TfjsBackendName>> {
 	const reasons: string[] = [];
 	if (choice === 'auto' || choice === 'tensorflow') {
 		const problem = probeTfjsNode();
@@ -88,7 +93,7 @@ async function chooseBackend(choice: BackendChoice): Promise<BackendReport> {
 	throw new Error(`No TensorFlow.js backend could be initialised (${reasons.join('; ')})`);
 }
 
-function report(name: BackendName, choice: BackendChoice, reasons: string[]): BackendReport {
+function report(name: TfjsBackendName, choice: TfjsChoice, reasons: string[]): BackendReport<TfjsBackendName> {
 	// Falling past tfjs-node under `auto` is the normal case, not worth a warning.
 	const fallbackReason = choice !== 'auto' && choice !== name ? reasons.join('; ') : undefined;
 	if (fallbackReason) console.warn(`[transfer-learning] using ${name}: ${fallbackReason}`);

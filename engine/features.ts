@@ -1,4 +1,3 @@
-import { useBackend } from './backend';
 import { Backbone } from './backbone';
 import { backboneKey, type BackboneSpec } from './catalog';
 import type { HostAuth } from './download';
@@ -18,8 +17,7 @@ const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
 
 /** Loads a backbone once per process and backend; later calls get the same instance. */
 export async function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
-	const backend = await useBackend(options.backend);
-	const key = `${backboneKey(spec)}@${backend.name}`;
+	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}`;
 	let pending = loaded.get(key);
 	if (!pending) {
 		pending = Backbone.load(spec, options);
@@ -46,18 +44,22 @@ export interface ExtractOptions {
 export async function extractFeatures(backbone: Backbone, images: Buffer[], options: ExtractOptions = {}): Promise<(Float32Array | Error)[]> {
 	const batchSize = Math.max(1, options.batchSize ?? 16);
 	const { maxImagePixels } = settings();
-	const results: (Float32Array | Error)[] = new Array(images.length);
-	for (let start = 0; start < images.length; start += batchSize) {
-		const slice = images.slice(start, start + batchSize);
-		const decoded = await Promise.allSettled(
-			slice.map((bytes) => decodeImage(bytes, backbone.spec.inputSize, options.resizeMode ?? 'centreCrop', maxImagePixels)),
+	const decode = (start: number) =>
+		Promise.allSettled(
+			images.slice(start, start + batchSize).map((bytes) => decodeImage(bytes, backbone.spec.inputSize, options.resizeMode ?? 'centreCrop', maxImagePixels)),
 		);
+	const results: (Float32Array | Error)[] = new Array(images.length);
+	let next = images.length ? decode(0) : undefined;
+	for (let start = 0; start < images.length; start += batchSize) {
+		const decoded = await next!;
+		// sharp decodes the next batch on libuv's threads while the network runs on this one.
+		next = start + batchSize < images.length ? decode(start + batchSize) : undefined;
 		const good: number[] = [];
 		decoded.forEach((d, i) => {
 			if (d.status === 'fulfilled') good.push(i);
 			else results[start + i] = d.reason instanceof Error ? d.reason : new Error(String(d.reason));
 		});
-		const features = backbone.extract(good.map((i) => (decoded[i] as PromiseFulfilledResult<Uint8Array>).value));
+		const features = await backbone.extract(good.map((i) => (decoded[i] as PromiseFulfilledResult<Uint8Array>).value));
 		good.forEach((i, j) => (results[start + i] = features[j]));
 	}
 	return results;

@@ -34,7 +34,7 @@ test('the three mirrored backbones load from the mirror folder with their featur
 	for (const [id, size] of Object.entries(sizes)) {
 		const backbone = await loadBackbone(catalogBackbone(id));
 		assert.equal(backbone.featureSize, size, id);
-		assert.ok(['wasm', 'tensorflow', 'cpu'].includes(backbone.backend.name));
+		assert.ok(['onnxruntime', 'wasm', 'tensorflow', 'cpu'].includes(backbone.backend.name));
 		assert.equal(await loadBackbone(catalogBackbone(id)), backbone, 'loaded once, then cached');
 	}
 });
@@ -134,23 +134,55 @@ test('preprocessing is right: MobileNet v1 0.75 names the ImageNet sanity photos
 	assert.equal(correct, 20, 'reference: 20/20 with centre crop');
 });
 
-test('no tensor leaks: the tensor count is the same before and after 200 classifications', async () => {
-	const backbone = await loadBackbone(catalogBackbone('mobilenet_v1_0.25_224'));
-	const images = ['cat', 'dog'].flatMap((label) =>
+function sampleImages(perClass: number): Buffer[] {
+	return ['cat', 'dog'].flatMap((label) =>
 		readFileSync(path.join(DATASETS_DIR, 'cats_vs_dogs', 'labels.csv'), 'utf8')
 			.split('\n')
 			.filter((l) => l.endsWith(`,${label}`))
-			.slice(0, 4)
+			.slice(0, perClass)
 			.map((l) => readFileSync(path.join(DATASETS_DIR, 'cats_vs_dogs', l.split(',')[0]))),
 	);
-	const features = (await extractFeatures(backbone, images)) as Float32Array[];
-	const { head } = await trainHead(features, ['cat', 'cat', 'cat', 'cat', 'dog', 'dog', 'dog', 'dog'], { epochs: 5 });
-	const before = tf.memory().numTensors;
-	for (let i = 0; i < 200; i++) {
-		const [f] = (await extractFeatures(backbone, [images[i % images.length]])) as Float32Array[];
-		classify(head, [f]);
+}
+
+test('ONNX Runtime and the batch-norm-folded TF.js path give the features of the original model', async () => {
+	const images = sampleImages(4);
+	for (const id of ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224']) {
+		const spec = catalogBackbone(id);
+		const reference = await Backbone.load(spec, { backend: 'wasm', compile: false });
+		const onnx = await Backbone.load(spec, { backend: 'onnxruntime' });
+		const folded = await Backbone.load(spec, { backend: 'wasm' });
+		assert.equal(onnx.backend.name, 'onnxruntime', onnx.backend.fallbackReason);
+		assert.equal(folded.backend.name, 'wasm');
+		const expected = (await extractFeatures(reference, images)) as Float32Array[];
+		const scale = Math.max(...expected.map((f) => Math.max(...f.map(Math.abs))));
+		for (const candidate of [onnx, folded]) {
+			const actual = (await extractFeatures(candidate, images)) as Float32Array[];
+			const difference = Math.max(...actual.map((f, i) => Math.max(...f.map((v, k) => Math.abs(v - expected[i][k])))));
+			assert.ok(difference <= 1e-3 * scale, `${id} on ${candidate.backend.name}: max difference ${difference}, feature scale ${scale}`);
+		}
+		[reference, onnx, folded].forEach((b) => b.dispose());
 	}
-	assert.equal(tf.memory().numTensors, before);
+});
+
+test('no tensor leaks: the tensor count is flat over 200 image classifications on each path and 10,000 head classifications', async () => {
+	const images = sampleImages(4);
+	const labels = ['cat', 'cat', 'cat', 'cat', 'dog', 'dog', 'dog', 'dog'];
+	for (const options of [{ backend: 'onnxruntime' as const }, { backend: 'wasm' as const }, { backend: 'wasm' as const, compile: false }]) {
+		const backbone = await Backbone.load(catalogBackbone('mobilenet_v1_0.25_224'), options);
+		const features = (await extractFeatures(backbone, images)) as Float32Array[];
+		const { head } = await trainHead(features, labels, { epochs: 5 });
+		const before = tf.memory().numTensors;
+		for (let i = 0; i < 200; i++) {
+			const [f] = (await extractFeatures(backbone, [images[i % images.length]])) as Float32Array[];
+			classify(head, [f]);
+		}
+		assert.equal(tf.memory().numTensors, before, JSON.stringify(options));
+		if (options.backend === 'onnxruntime') {
+			for (let i = 0; i < 10_000; i++) classify(head, [features[i % features.length]]);
+			assert.equal(tf.memory().numTensors, before, 'after 10,000 head classifications');
+		}
+		backbone.dispose();
+	}
 });
 
 test('a custom TensorFlow.js graph model works as a backbone, with its normalisation', async () => {

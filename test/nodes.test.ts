@@ -21,7 +21,7 @@ test('Extract Features: JPEG and PNG binaries and image URLs become feature vect
 	assert.equal(jpegOut.json.featureLength, 256);
 	assert.equal((jpegOut.json.features as number[]).length, 256);
 	assert.equal(jpegOut.json.backbone, 'mobilenet_v1_0.25_224');
-	assert.ok(['wasm', 'tensorflow', 'cpu'].includes(jpegOut.json.backend as string));
+	assert.ok(['onnxruntime', 'wasm', 'tensorflow', 'cpu'].includes(jpegOut.json.backend as string));
 	assert.deepEqual(pngOut.pairedItem, { item: 1 });
 	// PNG is lossless, the JPEG was decoded once: the two vectors describe the same photo.
 	const a = jpegOut.json.features as number[];

@@ -123,7 +123,8 @@ export const backendOption: INodeProperties = {
 	name: 'backend',
 	type: 'options',
 	options: [
-		{ name: 'Automatic', value: 'auto', description: 'tfjs-node if installed, else WebAssembly, else plain JavaScript' },
+		{ name: 'Automatic', value: 'auto', description: 'ONNX Runtime if it loads, else tfjs-node if installed, else WebAssembly, else plain JavaScript' },
+		{ name: 'ONNX Runtime', value: 'onnxruntime', description: 'Fastest on x86-64 and ARM Linux, macOS and Windows with glibc' },
 		{ name: 'TensorFlow (tfjs-node)', value: 'tensorflow' },
 		{ name: 'WebAssembly', value: 'wasm' },
 		{ name: 'Plain JavaScript (Slow)', value: 'cpu' },
