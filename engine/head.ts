@@ -110,8 +110,10 @@ export async function trainHead(
 	const initial = initialLayers(featureSize, layerSizes, random);
 	const search = fit(features, target, train, validation, initial, options, options.epochs, random);
 	// The held-out share has done its job once it has picked the epoch count: the shipped head is
-	// trained on every example, which matters with the few dozen examples users typically have.
-	const final = validation.length ? fit(features, target, [...train, ...validation].sort((a, b) => a - b), [], initial, options, search.bestEpoch, random) : search;
+	// trained on every example, which matters with the few dozen examples users typically have. It
+	// runs twice the chosen epochs and averages the weights of the second half (stochastic weight
+	// averaging), so a noisy pick of the epoch count from a small validation set costs little.
+	const final = validation.length ? fit(features, target, [...train, ...validation].sort((a, b) => a - b), [], initial, options, 2 * Math.max(1, search.bestEpoch), random) : search;
 	const head: Head = { labels: classes, featureSize, mean: final.mean, std: final.std, layers: final.layers };
 	const evaluatedOn = validation.length ? 'validation' : 'training';
 	const evaluated = validation.length ? validation : train;
@@ -150,10 +152,10 @@ function fit(
 	const featureSize = features[0].length;
 	const { mean, std } = standardisation(features, rows);
 	const classWeight = classWeights(target, rows, classCount, options.classWeights);
-	const toMatrix = (subset: number[]) =>
-		tf.tensor2d(concat(subset.map((r) => standardise(features[r], mean, std)), featureSize), [subset.length, featureSize]);
-	const trainX = toMatrix(rows);
-	const validationX = validation.length ? toMatrix(validation) : undefined;
+	const matrix = (subset: number[]) => concat(subset.map((r) => standardise(features[r], mean, std)), featureSize);
+	const trainData = matrix(rows);
+	const trainX = tf.tensor2d(trainData, [rows.length, featureSize]);
+	const validationX = validation.length ? tf.tensor2d(matrix(validation), [validation.length, featureSize]) : undefined;
 	// Inside tidy so the initial-value tensors go; variables survive tidy.
 	const variables: Variables = tf.tidy(() =>
 		initial.map((l, i) => ({
@@ -161,20 +163,32 @@ function fit(
 			bias: tf.variable(tf.tensor1d(l.bias)),
 		})),
 	);
-	const optimizer = tf.train.adam(options.learningRate);
+	// At most 16 steps an epoch: a large training set gets larger batches (and a learning rate
+	// scaled to match) instead of more steps, the cost of a step being mostly fixed overhead.
+	const batchSize = Math.max(options.batchSize, Math.ceil(rows.length / 16));
+	const optimizer = tf.train.adam(options.learningRate * Math.min(10, batchSize / options.batchSize));
+	const lastInputs = initial.length > 1 ? initial[initial.length - 2].units : featureSize;
 	const history: EpochRecord[] = [];
 	let best = { loss: Infinity, epoch: 0, layers: initial };
+	let averaged: DenseLayer[] | undefined;
+	let averagedEpochs = 0;
 	try {
 		for (let epoch = 1; epoch <= epochs; epoch++) {
 			const order = shuffleInPlace([...rows.keys()], random);
-			for (let start = 0; start < order.length; start += options.batchSize) {
-				const batch = order.slice(start, start + options.batchSize);
-				const dropoutSeed = Math.floor(random() * 2 ** 31);
+			for (let start = 0; start < order.length; start += batchSize) {
+				const batch = order.slice(start, start + batchSize);
+				// Batches are copied out in JS: TF.js's gather costs tens of milliseconds on wasm.
+				const batchData = new Float32Array(batch.length * featureSize);
+				batch.forEach((b, i) => batchData.set(trainData.subarray(b * featureSize, (b + 1) * featureSize), i * featureSize));
+				const mask = options.dropout > 0 ? dropoutMask(batch.length * lastInputs, options.dropout, random) : undefined;
+				// A linear head drops inputs: applied to the copy, it costs no tensor and no op.
+				if (mask && initial.length === 1) for (let i = 0; i < batchData.length; i++) batchData[i] *= mask[i];
 				tf.tidy(() => {
-					const x = tf.gather(trainX, tf.tensor1d(batch, 'int32'));
+					const x = tf.tensor2d(batchData, [batch.length, featureSize]);
 					const y = tf.oneHot(tf.tensor1d(batch.map((b) => target[rows[b]]), 'int32'), classCount);
 					const w = tf.tensor1d(batch.map((b) => classWeight[target[rows[b]]]));
-					optimizer.minimize(() => weightedCrossEntropy(forward(variables, x, options.dropout, dropoutSeed), y, w), false);
+					const hiddenMask = mask && initial.length > 1 ? tf.tensor2d(mask, [batch.length, lastInputs]) : undefined;
+					optimizer.applyGradients(gradients(variables, x, y, w, hiddenMask));
 				});
 			}
 			const trainScore = score(variables, trainX, rows.map((r) => target[r]), classWeight, classCount);
@@ -187,8 +201,25 @@ function fit(
 				else if (epoch - best.epoch >= options.patience) break;
 			}
 			history.push(record);
+			// Without a validation set (the final fit) the head is the average of the weights over the
+			// second half of training: one run's last steps are noisy, their average is not.
+			if (!validationX && epoch > epochs / 2) {
+				const current = readLayers(variables, initial);
+				averaged ??= current.map((l) => ({ ...l, kernel: new Float32Array(l.kernel.length), bias: new Float32Array(l.bias.length) }));
+				averagedEpochs++;
+				averaged.forEach((l, i) => {
+					for (let j = 0; j < l.kernel.length; j++) l.kernel[j] += current[i].kernel[j];
+					for (let j = 0; j < l.bias.length; j++) l.bias[j] += current[i].bias[j];
+				});
+			}
 		}
-		if (!validationX) best = { loss: history[history.length - 1].loss, epoch: epochs, layers: readLayers(variables, initial) };
+		if (!validationX) {
+			averaged!.forEach((l) => {
+				l.kernel.forEach((v, j) => (l.kernel[j] = v / averagedEpochs));
+				l.bias.forEach((v, j) => (l.bias[j] = v / averagedEpochs));
+			});
+			best = { loss: history[history.length - 1].loss, epoch: epochs, layers: averaged! };
+		}
 	} finally {
 		trainX.dispose();
 		validationX?.dispose();
@@ -310,15 +341,66 @@ function glorotDense(inputs: number, units: number, activation: DenseLayer['acti
 
 type Variables = { kernel: tf.Variable; bias: tf.Variable }[];
 
-function forward(variables: Variables, x: tf.Tensor2D, dropout: number, seed?: number): tf.Tensor2D {
+/**
+ * Inverted dropout for the inputs of the last layer. One 32-bit draw of a xorshift generator,
+ * seeded from the run's generator, decides four elements (rate in steps of 1/256): with 1280
+ * features a draw per element cost more than the rest of the training step.
+ */
+function dropoutMask(size: number, rate: number, random: () => number): Float32Array {
+	const threshold = Math.round(rate * 256);
+	const keep = 256 / (256 - threshold);
+	const mask = new Float32Array(size);
+	let state = (Math.floor(random() * 2 ** 32) | 1) >>> 0;
+	for (let i = 0; i < size; i += 4) {
+		state ^= state << 13;
+		state ^= state >>> 17;
+		state ^= state << 5;
+		mask[i] = (state & 255) < threshold ? 0 : keep;
+		if (i + 1 < size) mask[i + 1] = ((state >>> 8) & 255) < threshold ? 0 : keep;
+		if (i + 2 < size) mask[i + 2] = ((state >>> 16) & 255) < threshold ? 0 : keep;
+		if (i + 3 < size) mask[i + 3] = (state >>> 24) < threshold ? 0 : keep;
+	}
+	return mask;
+}
+
+function forward(variables: Variables, x: tf.Tensor2D, dropoutMask?: tf.Tensor2D): tf.Tensor2D {
 	let h = x;
 	variables.forEach((v, i) => {
 		const last = i === variables.length - 1;
-		if (last && dropout > 0 && seed !== undefined) h = tf.dropout(h, dropout, undefined, seed) as tf.Tensor2D;
+		if (last && dropoutMask) h = tf.mul(h, dropoutMask);
 		h = tf.add(tf.matMul(h, v.kernel), v.bias);
 		if (!last) h = tf.relu(h);
 	});
 	return h; // logits
+}
+
+/**
+ * Back-propagation of the weighted cross-entropy through the (one or two) dense layers, written
+ * out: TF.js's general autograd cost more per step than the arithmetic of a head this small.
+ */
+function gradients(variables: Variables, x: tf.Tensor2D, oneHot: tf.Tensor, weights: tf.Tensor1D, hiddenMask?: tf.Tensor2D): { name: string; tensor: tf.Tensor }[] {
+	const last = variables[variables.length - 1];
+	let input: tf.Tensor2D = x;
+	let preActivation: tf.Tensor2D | undefined;
+	if (variables.length > 1) {
+		preActivation = tf.add(tf.matMul(x, variables[0].kernel), variables[0].bias) as tf.Tensor2D;
+		input = tf.relu(preActivation);
+		if (hiddenMask) input = tf.mul(input, hiddenMask);
+	}
+	const probabilities = tf.softmax(tf.add(tf.matMul(input, last.kernel), last.bias));
+	// d(loss)/d(logits) = (p - y) * w / sum(w)
+	const dLogits = tf.mul(tf.sub(probabilities, oneHot), tf.expandDims(tf.div(weights, tf.sum(weights)), 1)) as tf.Tensor2D;
+	const grads: { name: string; tensor: tf.Tensor }[] = [
+		{ name: last.kernel.name, tensor: tf.matMul(input, dLogits, true, false) },
+		{ name: last.bias.name, tensor: tf.sum(dLogits, 0) },
+	];
+	if (preActivation) {
+		let dHidden: tf.Tensor2D = tf.matMul(dLogits, last.kernel, false, true);
+		if (hiddenMask) dHidden = tf.mul(dHidden, hiddenMask);
+		const dPre = tf.mul(dHidden, tf.step(preActivation)) as tf.Tensor2D;
+		grads.push({ name: variables[0].kernel.name, tensor: tf.matMul(x, dPre, true, false) }, { name: variables[0].bias.name, tensor: tf.sum(dPre, 0) });
+	}
+	return grads;
 }
 
 function weightedCrossEntropy(logits: tf.Tensor2D, oneHot: tf.Tensor, weights: tf.Tensor1D): tf.Scalar {
@@ -328,7 +410,7 @@ function weightedCrossEntropy(logits: tf.Tensor2D, oneHot: tf.Tensor, weights: t
 
 function score(variables: Variables, x: tf.Tensor2D, target: number[], classWeight: number[], classCount: number) {
 	return tf.tidy(() => {
-		const logits = forward(variables, x, 0);
+		const logits = forward(variables, x);
 		const y = tf.oneHot(tf.tensor1d(target, 'int32'), classCount);
 		const loss = weightedCrossEntropy(logits, y, tf.tensor1d(target.map((t) => classWeight[t]))).dataSync()[0];
 		const predicted = tf.argMax(logits, 1).dataSync();

@@ -225,3 +225,12 @@ test('a custom TensorFlow.js graph model works as a backbone, with its normalisa
 	features.forEach((v, c) => assert.ok(Math.abs(v - expected[c]) < 1e-5, `channel ${c}: ${v} vs ${expected[c]}`));
 	backbone.dispose();
 });
+
+test('a model the compiler cannot take runs on TF.js, and the output says why', async () => {
+	// ml5's Darknet-tiny: LeakyReLU and max pooling are not compiled.
+	const darknet = await Backbone.load(customBackbone({ url: path.join(DATA_DIR, 'models', 'darknet_tiny_imagenet', 'model.json'), normalization: 'zeroToOne' }));
+	assert.notEqual(darknet.backend.name, 'onnxruntime');
+	assert.match(darknet.backend.fallbackReason ?? '', /could not be compiled \(layer .*: (LeakyReLU|MaxPooling2D) is not compiled\)/);
+	assert.equal(darknet.featureSize, 1000);
+	darknet.dispose();
+});
