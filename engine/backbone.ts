@@ -10,14 +10,14 @@ import { TransferLearningError, errorMessage } from './errors';
 import { OnnxExecutor } from './onnx';
 import { settings, type BackendChoice } from './settings';
 
-type Layout = 'nhwc' | 'nchw';
-
-/** Runs a normalised batch through a network and returns pooled features, image after image. */
-interface Executor {
-	layout: Layout;
-	run(input: Float32Array, batch: number): Promise<Float32Array>;
-	dispose(): void;
-}
+/**
+ * Runs a batch through a network and returns pooled features, image after image. `normalised`
+ * executors take float NHWC already scaled; `pixels` executors take the RGB bytes as decoded and
+ * normalise inside the network.
+ */
+type Executor =
+	| { input: 'normalised'; run(input: Float32Array, batch: number): Promise<Float32Array>; dispose(): void }
+	| { input: 'pixels'; run(input: Uint8Array, batch: number): Promise<Float32Array>; dispose(): void };
 
 export interface BackboneLoadOptions {
 	auth?: HostAuth;
@@ -85,7 +85,7 @@ export class Backbone {
 		const { height, width } = spec.inputSize;
 		let featureSize: number;
 		try {
-			featureSize = (await executor.run(new Float32Array(height * width * 3), 1)).length;
+			featureSize = (await runImages(executor, spec, [new Uint8Array(height * width * 3)])).length;
 		} catch (error) {
 			executor.dispose();
 			throw new TransferLearningError(
@@ -100,26 +100,7 @@ export class Backbone {
 	async extract(images: Uint8Array[]): Promise<Float32Array[]> {
 		if (this.disposed) throw new Error('Backbone was disposed');
 		if (images.length === 0) return [];
-		const { height, width } = this.spec.inputSize;
-		const { scale, offset } = NORMALIZATIONS[this.spec.normalization];
-		const plane = height * width;
-		const pixels = plane * 3;
-		const batch = new Float32Array(images.length * pixels);
-		const planar = this.executor.layout === 'nchw';
-		images.forEach((image, i) => {
-			if (image.length !== pixels) throw new Error(`image ${i} has ${image.length} bytes, expected ${pixels}`);
-			const base = i * pixels;
-			if (planar) {
-				for (let p = 0, j = 0; p < plane; p++, j += 3) {
-					batch[base + p] = image[j] * scale + offset;
-					batch[base + plane + p] = image[j + 1] * scale + offset;
-					batch[base + 2 * plane + p] = image[j + 2] * scale + offset;
-				}
-			} else {
-				for (let j = 0; j < pixels; j++) batch[base + j] = image[j] * scale + offset;
-			}
-		});
-		const flat = await this.executor.run(batch, images.length);
+		const flat = await runImages(this.executor, this.spec, images);
 		const out: Float32Array[] = [];
 		for (let i = 0; i < images.length; i++) out.push(flat.slice(i * this.featureSize, (i + 1) * this.featureSize));
 		return out;
@@ -132,13 +113,33 @@ export class Backbone {
 	}
 }
 
+/** Feeds decoded images to an executor in the form it takes; features come back flat. */
+async function runImages(executor: Executor, spec: BackboneSpec, images: Uint8Array[]): Promise<Float32Array> {
+	const { height, width } = spec.inputSize;
+	const pixels = height * width * 3;
+	images.forEach((image, i) => {
+		if (image.length !== pixels) throw new Error(`image ${i} has ${image.length} bytes, expected ${pixels}`);
+	});
+	if (executor.input === 'pixels') {
+		const batch = new Uint8Array(images.length * pixels);
+		images.forEach((image, i) => batch.set(image, i * pixels));
+		return executor.run(batch, images.length);
+	}
+	const { scale, offset } = NORMALIZATIONS[spec.normalization];
+	const batch = new Float32Array(images.length * pixels);
+	images.forEach((image, i) => {
+		for (let j = 0, base = i * pixels; j < pixels; j++) batch[base + j] = image[j] * scale + offset;
+	});
+	return executor.run(batch, images.length);
+}
+
 /** TF.js executors switch the process-wide backend back to theirs: another node may have changed it. */
 function onBackend(name: BackendName): void {
 	if (tf.getBackend() !== name) tf.setBackend(name);
 }
 
-class CompiledTfjsExecutor implements Executor {
-	readonly layout = 'nhwc';
+class CompiledTfjsExecutor {
+	readonly input = 'normalised';
 	private readonly model: CompiledTfjsModel;
 
 	constructor(
@@ -170,8 +171,8 @@ async function loadTfjs(artifacts: ModelArtifacts, format: 'layers' | 'graph', s
 	const { forward, release } = format === 'graph' ? await loadGraph(handler, spec, artifacts.location) : await loadLayers(handler, spec, artifacts.location);
 	const { height, width } = spec.inputSize;
 	return {
-		layout: 'nhwc',
-		run: async (input, batch) => {
+		input: 'normalised',
+		run: async (input: Float32Array, batch: number) => {
 			onBackend(backend);
 			return tf.tidy(() => pool(forward(tf.tensor4d(input, [batch, height, width, 3]))).dataSync() as Float32Array);
 		},

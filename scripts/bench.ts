@@ -1,0 +1,166 @@
+/**
+ * Speed and memory of feature extraction, classification and head training.
+ *   npm run bench [-- --json] [--quick]
+ * Every speed is also a ratio to a baseline measured in the same run: the backbone's Keras layers
+ * model as TF.js loads it, `model.predict` on the wasm backend, batch 16. With --json the last line
+ * is one JSON object. Reads flowers5 and the mirror from TL_TEST_DATA (default ../shared/data).
+ */
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import sharp from 'sharp';
+import {
+	Backbone,
+	catalogBackbone,
+	classify,
+	extractFeatures,
+	tf,
+	trainHead,
+	useBackend,
+	type BackendChoice,
+} from '../engine';
+import { readDataset } from './dataset';
+
+const DATA_DIR = path.resolve(process.env.TL_TEST_DATA ?? path.join(__dirname, '..', '..', '..', 'shared', 'data'));
+process.env.TL_MODEL_MIRROR ??= path.join(DATA_DIR, 'mirror');
+
+const BACKBONES = ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224'];
+const BACKENDS: BackendChoice[] = ['onnxruntime', 'tensorflow', 'wasm', 'cpu'];
+
+interface Row {
+	backbone: string;
+	backend: string;
+	batch: number;
+	mode: 'end-to-end' | 'model-only';
+	imagesPerSecond: number;
+	ratioToBaseline: number;
+}
+
+/** Runs `once` (which handles `count` images) until `seconds` have passed, at least twice. */
+async function rate(count: number, once: () => Promise<unknown>, seconds: number): Promise<number> {
+	await once(); // warm-up: first-call compilation and allocation are not throughput
+	let images = 0;
+	const started = performance.now();
+	do {
+		await once();
+		images += count;
+	} while (performance.now() - started < seconds * 1000 || images < 2 * count);
+	return images / ((performance.now() - started) / 1000);
+}
+
+function percentile(values: number[], p: number): number {
+	const sorted = [...values].sort((a, b) => a - b);
+	return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+async function main() {
+	const { values } = parseArgs({ options: { json: { type: 'boolean', default: false }, quick: { type: 'boolean', default: false } } });
+	const seconds = values.quick ? 0.5 : 2;
+	const log = (line: string) => {
+		if (!values.json) console.log(line);
+	};
+	const flowers = readDataset(path.join(DATA_DIR, 'image_datasets', 'flowers5'));
+	const jpegs = flowers.map((e) => readFileSync(e.file));
+	const results: Row[] = [];
+	const available = new Set<string>();
+
+	for (const id of BACKBONES) {
+		const spec = catalogBackbone(id);
+		const { height, width } = spec.inputSize;
+		// Baseline: the layers model as TF.js loads it, predict on wasm, batch 16.
+		const plain = await Backbone.load(spec, { backend: 'wasm', compile: false });
+		const images16 = Array.from({ length: 16 }, () => new Uint8Array(height * width * 3).fill(128));
+		const baseline = await rate(16, () => plain.extract(images16), seconds);
+		plain.dispose();
+		log(`\n${id}: baseline (layers model, wasm, batch 16) ${baseline.toFixed(1)} images/s`);
+		for (const choice of BACKENDS) {
+			const backbone = await Backbone.load(spec, { backend: choice }).catch(() => undefined);
+			if (!backbone || backbone.backend.name !== choice) {
+				backbone?.dispose();
+				log(`  ${choice}: not available${backbone?.backend.fallbackReason ? ` (${backbone.backend.fallbackReason})` : ''}`);
+				continue;
+			}
+			available.add(choice);
+			// The plain-JS backend is ~100x slower: a shorter run says as much.
+			const budget = choice === 'cpu' ? Math.min(seconds, 1) : seconds;
+			for (const batch of [1, 16]) {
+				const images = Array.from({ length: batch }, () => new Uint8Array(height * width * 3).fill(128));
+				const modelOnly = await rate(batch, () => backbone.extract(images), budget);
+				let next = 0;
+				const sliceSize = choice === 'cpu' ? batch : Math.max(batch, 64);
+				const endToEnd = await rate(
+					sliceSize,
+					() => {
+						const slice = Array.from({ length: sliceSize }, () => jpegs[next++ % jpegs.length]);
+						return extractFeatures(backbone, slice, { batchSize: batch });
+					},
+					budget,
+				);
+				for (const [mode, value] of [['model-only', modelOnly], ['end-to-end', endToEnd]] as const) {
+					results.push({ backbone: id, backend: choice, batch, mode, imagesPerSecond: value, ratioToBaseline: value / baseline });
+					log(`  ${choice.padEnd(11)} batch ${String(batch).padStart(2)} ${mode.padEnd(10)} ${value.toFixed(1).padStart(7)} images/s  ${(value / baseline).toFixed(2).padStart(6)}x`);
+				}
+			}
+			backbone.dispose();
+		}
+	}
+
+	// Classify: one webhook image at a time, warm, with the best backend, MobileNet v1 0.75.
+	const best = BACKENDS.find((b) => available.has(b))!;
+	const classifier = await Backbone.load(catalogBackbone('mobilenet_v1_0.75_224'), { backend: best });
+	const train = flowers.filter((e) => e.split === 'train');
+	const trainFeatures = (await extractFeatures(classifier, train.map((e) => readFileSync(e.file)))) as Float32Array[];
+	const { head } = await trainHead(trainFeatures, train.map((e) => e.label));
+	const classifyOne = async (i: number) => {
+		const [features] = (await extractFeatures(classifier, [jpegs[i % jpegs.length]])) as Float32Array[];
+		return classify(head, [features]);
+	};
+	for (let i = 0; i < 20; i++) await classifyOne(i);
+	const latencies: number[] = [];
+	for (let i = 0; i < 300; i++) {
+		const started = performance.now();
+		await classifyOne(i);
+		latencies.push(performance.now() - started);
+	}
+	const classifyLatencyMs = { p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+	log(`\nClassify one image (mobilenet_v1_0.75_224, ${best}, warm): p50 ${classifyLatencyMs.p50.toFixed(2)} ms, p99 ${classifyLatencyMs.p99.toFixed(2)} ms`);
+
+	// Memory over 1000 classifications: TF.js tensors must not grow; RSS is reported.
+	const tensorsBefore = tf.memory().numTensors;
+	const rssBefore = process.memoryUsage().rss;
+	for (let i = 0; i < 1000; i++) await classifyOne(i);
+	const tensorsAfter1000 = tf.memory().numTensors - tensorsBefore;
+	const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 1e6;
+	log(`1000 classifications: tensor count change ${tensorsAfter1000}, RSS change ${rssGrowthMb.toFixed(1)} MB`);
+	classifier.dispose();
+
+	// Head training: 1000 real 1280-d features (flowers5 through MobileNetV2 0.35: the photos,
+	// their mirror images and 200 centre crops), 5 classes, default options.
+	const v2 = await Backbone.load(catalogBackbone('mobilenet_v2_0.35_224'), { backend: best });
+	const flipped = await Promise.all(jpegs.map((j) => sharp(j).flop().jpeg().toBuffer()));
+	const cropped = await Promise.all(
+		jpegs.slice(0, 200).map(async (j) => {
+			const { width = 0, height = 0 } = await sharp(j).metadata();
+			return sharp(j).extract({ left: Math.floor(width * 0.1), top: Math.floor(height * 0.1), width: Math.floor(width * 0.8), height: Math.floor(height * 0.8) }).jpeg().toBuffer();
+		}),
+	);
+	const headFeatures = (await extractFeatures(v2, [...jpegs, ...flipped, ...cropped])) as Float32Array[];
+	const headLabels = [...flowers, ...flowers, ...flowers.slice(0, 200)].map((e) => e.label);
+	v2.dispose();
+	await useBackend();
+	await trainHead(headFeatures.slice(0, 100), headLabels.slice(0, 100), { epochs: 2 }); // warm-up
+	const trainStarted = performance.now();
+	const trained = await trainHead(headFeatures, headLabels);
+	const headTrainSeconds = (performance.now() - trainStarted) / 1000;
+	log(`Head training, 1000 x 1280 features, 5 classes: ${headTrainSeconds.toFixed(2)} s (best epoch ${trained.bestEpoch}, validation accuracy ${trained.metrics.accuracy.toFixed(3)})`);
+
+	const peakRssMb = process.resourceUsage().maxRSS / 1024;
+	log(`Peak RSS ${peakRssMb.toFixed(0)} MB`);
+	const summary = { results, classifyLatencyMs, headTrainSeconds, peakRssMb, tensorsAfter1000, rssGrowthMb };
+	if (values.json) console.log(JSON.stringify(summary));
+}
+
+main().catch((error) => {
+	console.error(error instanceof Error ? error.stack : error);
+	process.exit(1);
+});
