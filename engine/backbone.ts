@@ -47,8 +47,12 @@ export class Backbone {
 	) {}
 
 	static async load(spec: BackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
+		return Backbone.fromArtifacts(spec, await fetchModelArtifacts(spec.url, options.auth), options);
+	}
+
+	/** A backbone from model files already in memory (the benchmark's synthetic model). */
+	static async fromArtifacts(spec: BackboneSpec, artifacts: ModelArtifacts, options: BackboneLoadOptions = {}): Promise<Backbone> {
 		const choice = options.backend ?? settings().backend;
-		const artifacts = await fetchModelArtifacts(spec.url, options.auth);
 		const format = spec.format === 'auto' ? detectFormat(artifacts) : spec.format;
 		const passedOver: string[] = [];
 		let plan: CompiledPlan | undefined;

@@ -18,7 +18,7 @@ export { useBackend, type BackendReport, type BackendName } from './backend';
 export { Backbone } from './backbone';
 export * from './catalog';
 export { classify, UNKNOWN_LABEL, type Prediction } from './classifier';
-export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth } from './download';
+export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
 export { TransferLearningError, errorMessage } from './errors';
 export { extractFeatures, l2Normalize, loadBackbone, unloadBackbones } from './features';
 export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingResult, type Head } from './head';

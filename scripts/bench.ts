@@ -1,6 +1,6 @@
 /**
  * Speed and memory of feature extraction, classification and head training.
- *   npm run bench [-- --json] [--quick]
+ *   npm run bench [-- --json] [--quick] [--synthetic-mobilenet-v2-1.0]
  * Every speed is also a ratio to a baseline measured in the same run: the backbone's Keras layers
  * model as TF.js loads it, `model.predict` on the wasm backend, batch 16. With --json the last line
  * is one JSON object. Reads flowers5 and the mirror from TL_TEST_DATA (default ../shared/data).
@@ -19,7 +19,9 @@ import {
 	useBackend,
 	type BackendChoice,
 } from '../engine';
+import type { BackboneLoadOptions } from '../engine/backbone';
 import { readDataset } from './dataset';
+import { syntheticMobileNetV2 } from './synthetic-mobilenet-v2';
 
 const DATA_DIR = path.resolve(process.env.TL_TEST_DATA ?? path.join(__dirname, '..', '..', '..', 'shared', 'data'));
 process.env.TL_MODEL_MIRROR ??= path.join(DATA_DIR, 'mirror');
@@ -54,7 +56,13 @@ function percentile(values: number[], p: number): number {
 }
 
 async function main() {
-	const { values } = parseArgs({ options: { json: { type: 'boolean', default: false }, quick: { type: 'boolean', default: false } } });
+	const { values } = parseArgs({
+		options: {
+			json: { type: 'boolean', default: false },
+			quick: { type: 'boolean', default: false },
+			'synthetic-mobilenet-v2-1.0': { type: 'boolean', default: false },
+		},
+	});
 	const seconds = values.quick ? 0.5 : 2;
 	const log = (line: string) => {
 		if (!values.json) console.log(line);
@@ -64,17 +72,25 @@ async function main() {
 	const results: Row[] = [];
 	const available = new Set<string>();
 
-	for (const id of BACKBONES) {
+	const candidates = BACKBONES.map((id) => {
 		const spec = catalogBackbone(id);
+		return { spec, load: (options: BackboneLoadOptions) => Backbone.load(spec, options) };
+	});
+	if (values['synthetic-mobilenet-v2-1.0']) {
+		const { spec, artifacts } = await syntheticMobileNetV2();
+		candidates.push({ spec, load: (options) => Backbone.fromArtifacts(spec, artifacts, options) });
+	}
+	for (const { spec, load } of candidates) {
+		const id = spec.id;
 		const { height, width } = spec.inputSize;
 		// Baseline: the layers model as TF.js loads it, predict on wasm, batch 16.
-		const plain = await Backbone.load(spec, { backend: 'wasm', compile: false });
+		const plain = await load({ backend: 'wasm', compile: false });
 		const images16 = Array.from({ length: 16 }, () => new Uint8Array(height * width * 3).fill(128));
 		const baseline = await rate(16, () => plain.extract(images16), seconds);
 		plain.dispose();
 		log(`\n${id}: baseline (layers model, wasm, batch 16) ${baseline.toFixed(1)} images/s`);
 		for (const choice of BACKENDS) {
-			const backbone = await Backbone.load(spec, { backend: choice }).catch(() => undefined);
+			const backbone = await load({ backend: choice }).catch(() => undefined);
 			if (!backbone || backbone.backend.name !== choice) {
 				backbone?.dispose();
 				log(`  ${choice}: not available${backbone?.backend.fallbackReason ? ` (${backbone.backend.fallbackReason})` : ''}`);
