@@ -180,14 +180,14 @@ function fit(
 				// Batches are copied out in JS: TF.js's gather costs tens of milliseconds on wasm.
 				const batchData = new Float32Array(batch.length * featureSize);
 				batch.forEach((b, i) => batchData.set(trainData.subarray(b * featureSize, (b + 1) * featureSize), i * featureSize));
-				const mask = options.dropout > 0 ? dropoutMask(batch.length * lastInputs, options.dropout, random) : undefined;
 				// A linear head drops inputs: applied to the copy, it costs no tensor and no op.
-				if (mask && initial.length === 1) for (let i = 0; i < batchData.length; i++) batchData[i] *= mask[i];
+				if (options.dropout > 0 && initial.length === 1) dropout(batchData, options.dropout, random);
+				const mask = options.dropout > 0 && initial.length > 1 ? dropout(new Float32Array(batch.length * lastInputs).fill(1), options.dropout, random) : undefined;
 				tf.tidy(() => {
 					const x = tf.tensor2d(batchData, [batch.length, featureSize]);
 					const y = tf.oneHot(tf.tensor1d(batch.map((b) => target[rows[b]]), 'int32'), classCount);
 					const w = tf.tensor1d(batch.map((b) => classWeight[target[rows[b]]]));
-					const hiddenMask = mask && initial.length > 1 ? tf.tensor2d(mask, [batch.length, lastInputs]) : undefined;
+					const hiddenMask = mask ? tf.tensor2d(mask, [batch.length, lastInputs]) : undefined;
 					optimizer.applyGradients(gradients(variables, x, y, w, hiddenMask));
 				});
 			}
@@ -342,25 +342,26 @@ function glorotDense(inputs: number, units: number, activation: DenseLayer['acti
 type Variables = { kernel: tf.Variable; bias: tf.Variable }[];
 
 /**
- * Inverted dropout for the inputs of the last layer. One 32-bit draw of a xorshift generator,
- * seeded from the run's generator, decides four elements (rate in steps of 1/256): with 1280
- * features a draw per element cost more than the rest of the training step.
+ * Inverted dropout, in place: each value is zeroed with probability `rate` (in steps of 1/256)
+ * or scaled up to keep the expectation. One 32-bit draw of a xorshift generator, seeded from the
+ * run's generator, decides four values: with 1280 features a draw per value cost more than the
+ * rest of the training step.
  */
-function dropoutMask(size: number, rate: number, random: () => number): Float32Array {
+function dropout(values: Float32Array, rate: number, random: () => number): Float32Array {
 	const threshold = Math.round(rate * 256);
 	const keep = 256 / (256 - threshold);
-	const mask = new Float32Array(size);
 	let state = (Math.floor(random() * 2 ** 32) | 1) >>> 0;
-	for (let i = 0; i < size; i += 4) {
+	const n = values.length;
+	for (let i = 0; i < n; i += 4) {
 		state ^= state << 13;
 		state ^= state >>> 17;
 		state ^= state << 5;
-		mask[i] = (state & 255) < threshold ? 0 : keep;
-		if (i + 1 < size) mask[i + 1] = ((state >>> 8) & 255) < threshold ? 0 : keep;
-		if (i + 2 < size) mask[i + 2] = ((state >>> 16) & 255) < threshold ? 0 : keep;
-		if (i + 3 < size) mask[i + 3] = (state >>> 24) < threshold ? 0 : keep;
+		values[i] = (state & 255) < threshold ? 0 : values[i] * keep;
+		if (i + 1 < n) values[i + 1] = ((state >>> 8) & 255) < threshold ? 0 : values[i + 1] * keep;
+		if (i + 2 < n) values[i + 2] = ((state >>> 16) & 255) < threshold ? 0 : values[i + 2] * keep;
+		if (i + 3 < n) values[i + 3] = state >>> 24 < threshold ? 0 : values[i + 3] * keep;
 	}
-	return mask;
+	return values;
 }
 
 function forward(variables: Variables, x: tf.Tensor2D, dropoutMask?: tf.Tensor2D): tf.Tensor2D {
