@@ -27,10 +27,6 @@ export async function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}
 	return pending;
 }
 
-/** Frees every cached backbone (tests, and n8n shutting a worker down). */
-export function unloadBackbones(): void {
-	loaded.clear();
-}
 
 export interface ExtractOptions {
 	resizeMode?: ResizeMode;

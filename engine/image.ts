@@ -3,8 +3,6 @@ import { TransferLearningError, errorMessage } from './errors';
 
 export type ResizeMode = 'centreCrop' | 'fitPad' | 'stretch';
 
-export const RESIZE_MODES: ResizeMode[] = ['centreCrop', 'fitPad', 'stretch'];
-
 export interface ImageSize {
 	height: number;
 	width: number;

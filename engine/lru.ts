@@ -29,13 +29,4 @@ export class LruCache<K, V> {
 	delete(key: K): void {
 		this.entries.delete(key);
 	}
-
-	clear(): void {
-		for (const value of this.entries.values()) this.onEvict(value);
-		this.entries.clear();
-	}
-
-	get size(): number {
-		return this.entries.size;
-	}
 }
