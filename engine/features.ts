@@ -27,7 +27,6 @@ export async function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}
 	return pending;
 }
 
-
 export interface ExtractOptions {
 	resizeMode?: ResizeMode;
 	batchSize?: number;

@@ -10,7 +10,7 @@
 import type { BackboneSpec } from './catalog';
 import type { TrainingResult } from './head';
 import type { ResizeMode } from './image';
-import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type ModelManifest, type TrainedModel } from './model';
+import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type TrainedModel } from './model';
 import type { ModelStore } from './store';
 import { version as packageVersion } from '../package.json';
 

@@ -21,6 +21,7 @@ import {
 } from '../engine';
 import type { BackboneLoadOptions } from '../engine/backbone';
 import { readDataset } from './dataset';
+import { percentile } from './percentile';
 import { syntheticMobileNetV2 } from './synthetic-mobilenet-v2';
 
 const DATA_DIR = path.resolve(process.env.TL_TEST_DATA ?? path.join(__dirname, '..', '..', '..', 'shared', 'data'));
@@ -50,10 +51,6 @@ async function rate(count: number, once: () => Promise<unknown>, seconds: number
 	return images / ((performance.now() - started) / 1000);
 }
 
-function percentile(values: number[], p: number): number {
-	const sorted = [...values].sort((a, b) => a - b);
-	return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
 
 async function main() {
 	const { values } = parseArgs({

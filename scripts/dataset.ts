@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 export interface LabelledImage {
@@ -17,4 +17,12 @@ export function readDataset(dir: string): LabelledImage[] {
 			.map((line) => line.split(','));
 	const splits = new Map(rows('splits.csv').map(([p, s]) => [p, s]));
 	return rows('labels.csv').map(([p, label]) => ({ file: path.join(dir, p), label, split: splits.get(p) ?? 'train' }));
+}
+
+/** Copies images into `<folder>/<label>/`: the layout the Train and Retrain examples read. */
+export async function copyIntoClassFolders(folder: string, images: LabelledImage[]): Promise<void> {
+	for (const image of images) {
+		await fs.mkdir(path.join(folder, image.label), { recursive: true });
+		await fs.copyFile(image.file, path.join(folder, image.label, path.basename(image.file)));
+	}
 }

@@ -90,6 +90,12 @@ export async function installPackage(userFolder: string): Promise<string> {
 
 export const EXAMPLES_DIR = path.join(REPO_ROOT, 'examples');
 
+/** The ids the example workflows carry in `examples/`. */
+export const EXAMPLE_IDS = { train: 'tlExampleTrain01', classify: 'tlExampleClassif', retrain: 'tlExampleRetrain', route: 'tlExampleRouteBy' };
+
+/** Published (live) from the first start: the two webhooks. The schedule waits for the user. */
+export const PUBLISHED_EXAMPLES = [EXAMPLE_IDS.classify, EXAMPLE_IDS.route];
+
 /** The example workflows, with the folder the Train and Retrain examples read set to `trainingFolder`. */
 export async function prepareExamples(outDir: string, trainingFolder: string): Promise<string[]> {
 	await fs.mkdir(outDir, { recursive: true });

@@ -8,9 +8,10 @@
 import { existsSync, promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readDataset } from './dataset';
+import { copyIntoClassFolders, readDataset } from './dataset';
 import {
 	OWNER,
+	PUBLISHED_EXAMPLES,
 	importWorkflows,
 	installPackage,
 	prepareExamples,
@@ -34,10 +35,7 @@ async function main() {
 	await fs.mkdir(trainingFolder, { recursive: true });
 	if ((await fs.readdir(trainingFolder)).length === 0 && existsSync(DEMO_DATASET)) {
 		// Something to train on out of the box: the flowers5 train split, one folder per class.
-		for (const image of readDataset(DEMO_DATASET).filter((e) => e.split === 'train')) {
-			await fs.mkdir(path.join(trainingFolder, image.label), { recursive: true });
-			await fs.copyFile(image.file, path.join(trainingFolder, image.label, path.basename(image.file)));
-		}
+		await copyIntoClassFolders(trainingFolder, readDataset(DEMO_DATASET).filter((e) => e.split === 'train'));
 		console.log(`Copied the flowers5 training images into ${trainingFolder}`);
 	}
 
@@ -47,7 +45,7 @@ async function main() {
 	if (!existsSync(marker)) {
 		console.log('Importing the example workflows...');
 		await importWorkflows(options, await prepareExamples(path.join(folder, 'examples'), trainingFolder));
-		await publishWorkflows(options, ['tlExampleClassif', 'tlExampleRouteBy']);
+		await publishWorkflows(options, PUBLISHED_EXAMPLES);
 		await fs.writeFile(marker, new Date().toISOString());
 	}
 

@@ -9,7 +9,11 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import axios from 'axios';
+import { copyIntoClassFolders } from '../../scripts/dataset';
+import { percentile } from '../../scripts/percentile';
 import {
+	EXAMPLE_IDS,
+	PUBLISHED_EXAMPLES,
 	freePort,
 	importWorkflows,
 	installPackage,
@@ -25,7 +29,7 @@ const FLOWERS = path.join(DATASETS_DIR, 'flowers5');
 const flowers = readDataset(FLOWERS);
 const trainSet = flowers.filter((e) => e.split === 'train');
 const testSet = flowers.filter((e) => e.split === 'test');
-const ids = { train: 'tlExampleTrain01', classify: 'tlExampleClassif', retrain: 'tlExampleRetrain', route: 'tlExampleRouteBy' };
+const ids = EXAMPLE_IDS;
 
 const userFolder = path.join(TEMP_DIR, 'n8n');
 const trainingFolder = path.join(TEMP_DIR, 'data', 'training-images');
@@ -37,12 +41,6 @@ let imageServer: StaticServer;
 const post = (webhook: string, body: unknown, headers: Record<string, string> = {}) =>
 	axios.post(`${n8n.url}webhook/${webhook}`, body, { headers, validateStatus: () => true, timeout: 60_000 });
 
-async function copyInto(folder: string, images: typeof flowers) {
-	for (const image of images) {
-		await fs.mkdir(path.join(folder, image.label), { recursive: true });
-		await fs.copyFile(image.file, path.join(folder, image.label, path.basename(image.file)));
-	}
-}
 
 async function versions(): Promise<number[]> {
 	return (await fs.readdir(modelsDir).catch(() => [] as string[])).filter((v) => /^\d+$/.test(v)).map(Number).sort((a, b) => a - b);
@@ -58,13 +56,9 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, sec
 	throw new Error(`timed out after ${seconds} s waiting for ${what}`);
 }
 
-function percentile(values: number[], p: number): number {
-	const sorted = [...values].sort((a, b) => a - b);
-	return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-}
 
 before(async () => {
-	await copyInto(trainingFolder, trainSet);
+	await copyIntoClassFolders(trainingFolder, trainSet);
 	const installStarted = Date.now();
 	const packageDir = await installPackage(userFolder);
 	const installSeconds = (Date.now() - installStarted) / 1000;
@@ -79,7 +73,7 @@ before(async () => {
 		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '' },
 	};
 	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
-	await publishWorkflows(options, [ids.classify, ids.route]);
+	await publishWorkflows(options, PUBLISHED_EXAMPLES);
 	const started = Date.now();
 	n8n = await startN8n(options);
 	console.log(`# n8n ready in ${((Date.now() - started) / 1000).toFixed(1)} s (pid ${n8n.pid})`);
@@ -193,7 +187,7 @@ test('route by class sends each image down the branch of its class', async () =>
 
 test('the retrain workflow on a schedule adds a version that the webhook uses without a restart', async () => {
 	// New labelled examples arrive: a few test photos join the training folder.
-	await copyInto(trainingFolder, testSet.filter((_, i) => i % 10 === 0));
+	await copyIntoClassFolders(trainingFolder, testSet.filter((_, i) => i % 10 === 0));
 	const { data } = await n8n.api.get(`workflows/${ids.retrain}`);
 	const workflow = data.data;
 	const schedule = workflow.nodes.find((n: { type: string }) => n.type === 'n8n-nodes-base.scheduleTrigger');

@@ -6,6 +6,7 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { readDataset, type LabelledImage } from '../../scripts/dataset';
 
 export const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 export const DATA_DIR = path.resolve(process.env.TL_TEST_DATA ?? path.join(REPO_ROOT, '..', 'shared', 'data'));
@@ -19,17 +20,10 @@ process.env.TL_MODEL_CACHE = path.join(TEMP_DIR, 'cache');
 process.env.TL_MODEL_MIRROR = MIRROR_DIR;
 process.env.N8N_DIAGNOSTICS_ENABLED = 'false';
 
-export interface DatasetImage {
-	file: string;
-	label: string;
-	split: string;
-}
-
-export { readDataset } from '../../scripts/dataset';
+export { readDataset };
 
 /** A few real photos of a dataset, `perClass` of each label, from one split. */
-export function sample(dataset: string, perClass: number, split = 'train'): (DatasetImage & { bytes: Buffer })[] {
-	const { readDataset } = require('../../scripts/dataset') as typeof import('../../scripts/dataset');
+export function sample(dataset: string, perClass: number, split = 'train'): (LabelledImage & { bytes: Buffer })[] {
 	const counts = new Map<string, number>();
 	return readDataset(path.join(DATASETS_DIR, dataset))
 		.filter((e) => e.split === split)
