@@ -136,14 +136,15 @@ async function download(url: string, auth?: HostAuth, what: 'model' | 'image' = 
 		return Buffer.from(response.data);
 	} catch (error) {
 		if (error instanceof TransferLearningError) throw error;
-		const status = (error as AxiosError).response?.status;
+		// A body cut short or over the size limit fails with the response's 200 still attached.
+		const status = (error as AxiosError).response?.status ?? 0;
 		if (status === 401 || status === 403) {
 			throw new TransferLearningError(
 				`${host} refused ${url} (HTTP ${status})`,
 				'Add a Model Host credential with the header or token the host expects',
 			);
 		}
-		if (status) {
+		if (status >= 400) {
 			throw new TransferLearningError(`${host} answered HTTP ${status} for ${url}`, what === 'model' ? 'Check the model URL or TL_MODEL_MIRROR' : 'Check the image URL');
 		}
 		throw new TransferLearningError(
