@@ -38,6 +38,8 @@ export interface BackboneLoadOptions {
  */
 export class Backbone {
 	private disposed = false;
+	private users = 0;
+	private retired = false;
 
 	private constructor(
 		readonly spec: BackboneSpec,
@@ -108,6 +110,38 @@ export class Backbone {
 		const out: Float32Array[] = [];
 		for (let i = 0; i < images.length; i++) out.push(flat.slice(i * this.featureSize, (i + 1) * this.featureSize));
 		return out;
+	}
+
+	/**
+	 * Marks the backbone as used until the returned function is called: `retire` never disposes a
+	 * backbone in use, so an extraction keeps it between batches.
+	 */
+	hold(): () => void {
+		if (this.disposed) throw new Error('Backbone was disposed');
+		this.users++;
+		let released = false;
+		return () => {
+			if (released) return;
+			released = true;
+			this.users--;
+			this.disposeWhenIdle();
+		};
+	}
+
+	/** Disposes the backbone once nobody holds it (a cache dropping it calls this). */
+	retire(): void {
+		this.retired = true;
+		this.disposeWhenIdle();
+	}
+
+	private disposeWhenIdle(): void {
+		if (!this.retired || this.users > 0) return;
+		// A caller handed this backbone just before it was retired takes its hold within the same
+		// turn of the event loop (`await loadBackbone(...)` then `extractFeatures(...)`); the check
+		// waits for that turn to end.
+		setImmediate(() => {
+			if (this.users === 0) this.dispose();
+		});
 	}
 
 	dispose(): void {

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { sharePromise } from './memo';
 import { settings, type BackendChoice } from './settings';
 
 export type TfjsBackendName = 'tensorflow' | 'wasm' | 'cpu';
@@ -43,38 +44,48 @@ function prepareWasm(): void {
 	wasmPathsSet = true;
 }
 
+// Importing the wasm backend registers it as TF.js's first choice, and wasm can only start
+// asynchronously: a TF.js op run before any backend is set makes TF.js start another wasm module
+// (which adds a process listener) and throw "The highest priority backend 'wasm' has not yet been
+// initialized", on every op. cpu starts synchronously, so such an op runs there instead, until
+// useBackend has made its choice.
+if (!tf.getBackend()) void tf.setBackend('cpu');
+
+const started = new Map<TfjsBackendName, Promise<boolean>>();
+
+/** Starts a backend once per process; one that failed is not tried again (each wasm try leaves a process listener behind). */
+function start(name: TfjsBackendName): Promise<boolean> {
+	return sharePromise(started, name, async () => {
+		try {
+			if (name === 'wasm') prepareWasm();
+			return await tf.setBackend(name);
+		} catch {
+			return false;
+		}
+	});
+}
+
 async function activate(name: TfjsBackendName): Promise<boolean> {
-	if (tf.getBackend() === name && tf.engine().backend) return true;
-	if (name === 'wasm') prepareWasm();
-	try {
-		return await tf.setBackend(name);
-	} catch {
-		return false;
-	}
+	if (!(await start(name))) return false;
+	if (tf.getBackend() !== name) await tf.setBackend(name);
+	return true;
 }
 
 type TfjsChoice = Exclude<BackendChoice, 'onnxruntime'>;
 
-const inflight = new Map<TfjsChoice, Promise<BackendReport<TfjsBackendName>>>();
+const chosen = new Map<TfjsChoice, Promise<BackendReport<TfjsBackendName>>>();
 
 /**
  * Makes the requested TF.js backend current and says which one that is. `auto` (and
  * `onnxruntime`, for what runs on TF.js anyway) prefers tfjs-node, then wasm, then the pure-JS cpu
- * backend. The result is memoised per choice.
+ * backend. The result is memoised per choice. Await it before any TF.js op.
  */
-export function useBackend(requested: BackendChoice = settings().backend): Promise<BackendReport<TfjsBackendName>> {
+export async function useBackend(requested: BackendChoice = settings().backend): Promise<BackendReport<TfjsBackendName>> {
 	const choice: TfjsChoice = requested === 'onnxruntime' ? 'auto' : requested;
-	let pending = inflight.get(choice);
-	if (!pending) {
-		pending = chooseBackend(choice);
-		inflight.set(choice, pending);
-		pending.catch(() => inflight.delete(choice));
-	}
-	return pending.then(async (report) => {
-		// Another node may have switched the process-wide backend since.
-		if (tf.getBackend() !== report.name) await activate(report.name);
-		return report;
-	});
+	const report = await sharePromise(chosen, choice, () => chooseBackend(choice));
+	// Another node may have switched the process-wide backend since.
+	await activate(report.name);
+	return report;
 }
 
 async function chooseBackend(choice: TfjsChoice): Promise<BackendReport<TfjsBackendName>> {

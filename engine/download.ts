@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
 import axios, { AxiosError } from 'axios';
 import { TransferLearningError, errorMessage } from './errors';
+import { sharePromise } from './memo';
 import { PUBLIC_MODEL_HOST, settings } from './settings';
 
 /** Sent with every request to a model host, for private hosts. */
@@ -51,14 +52,10 @@ const inflight = new Map<string, Promise<ModelArtifacts>>();
  */
 export function fetchModelArtifacts(url: string, auth?: HostAuth): Promise<ModelArtifacts> {
 	const location = applyMirror(url);
-	let pending = inflight.get(location);
-	if (!pending) {
-		pending = (isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location)).finally(() =>
-			inflight.delete(location),
-		);
-		inflight.set(location, pending);
-	}
-	return pending;
+	// Shared while in flight only: the cache on disk serves later loads.
+	return sharePromise(inflight, location, () =>
+		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location)).finally(() => inflight.delete(location)),
+	);
 }
 
 async function readLocal(location: string): Promise<ModelArtifacts> {
@@ -92,11 +89,13 @@ async function fetchThroughCache(location: string, auth?: HostAuth): Promise<Mod
 	const cachedJson = cachePathFor(location);
 	// model.json is renamed into place last, so its presence means every shard is complete.
 	const cached = await fs.readFile(cachedJson).catch(() => undefined);
+	// Shards are written and read under the cache path of their URL, never their raw name: a name
+	// like "group 1.bin" is escaped in the URL.
+	const shardUrls = (modelJson: ModelArtifacts['modelJson']) => shardPaths(modelJson).map((p) => new URL(p, location).href);
 	if (cached) {
 		try {
 			const modelJson = parseModelJson(cached, cachedJson);
-			const dir = path.dirname(cachedJson);
-			const shards = await Promise.all(shardPaths(modelJson).map((p) => fs.readFile(path.join(dir, p))));
+			const shards = await Promise.all(shardUrls(modelJson).map((u) => fs.readFile(cachePathFor(u))));
 			return assemble(modelJson, shards, location);
 		} catch {
 			await fs.rm(cachedJson, { force: true }); // damaged cache: fetch again
@@ -104,10 +103,10 @@ async function fetchThroughCache(location: string, auth?: HostAuth): Promise<Mod
 	}
 	const jsonBytes = await download(location, auth);
 	const modelJson = parseModelJson(jsonBytes, location);
-	const shardUrls = shardPaths(modelJson).map((p) => new URL(p, location).href);
-	const shards = await Promise.all(shardUrls.map((u) => download(u, auth)));
+	const urls = shardUrls(modelJson);
+	const shards = await Promise.all(urls.map((u) => download(u, auth)));
 	const artifacts = assemble(modelJson, shards, location);
-	await Promise.all(shardUrls.map((u, i) => writeAtomically(cachePathFor(u), shards[i])));
+	await Promise.all(urls.map((u, i) => writeAtomically(cachePathFor(u), shards[i])));
 	await writeAtomically(cachedJson, jsonBytes);
 	return artifacts;
 }
@@ -132,22 +131,20 @@ async function download(url: string, auth?: HostAuth, what: 'model' | 'image' = 
 			// tfjs hosts serve plain files; a redirect elsewhere is fine, a loop is not.
 			maxRedirects: 5,
 		});
-		const body = Buffer.from(response.data);
-		const declared = Number(response.headers['content-length']);
-		if (Number.isFinite(declared) && declared !== body.length) {
-			throw new TransferLearningError(`Download of ${url} stopped after ${body.length} of ${declared} bytes`);
-		}
-		return body;
+		// axios rejects a body cut short of its Content-Length itself, and counts maxContentLength
+		// after decompression; comparing the Content-Length here would refuse every gzip response.
+		return Buffer.from(response.data);
 	} catch (error) {
 		if (error instanceof TransferLearningError) throw error;
-		const status = (error as AxiosError).response?.status;
+		// A body cut short or over the size limit fails with the response's 200 still attached.
+		const status = (error as AxiosError).response?.status ?? 0;
 		if (status === 401 || status === 403) {
 			throw new TransferLearningError(
 				`${host} refused ${url} (HTTP ${status})`,
 				'Add a Model Host credential with the header or token the host expects',
 			);
 		}
-		if (status) {
+		if (status >= 400) {
 			throw new TransferLearningError(`${host} answered HTTP ${status} for ${url}`, what === 'model' ? 'Check the model URL or TL_MODEL_MIRROR' : 'Check the image URL');
 		}
 		throw new TransferLearningError(

@@ -3,6 +3,7 @@ import { backboneKey, type BackboneSpec } from './catalog';
 import type { HostAuth } from './download';
 import { decodeImage, type ResizeMode } from './image';
 import { LruCache } from './lru';
+import { sharePromise } from './memo';
 import { settings, type BackendChoice } from './settings';
 
 export interface LoadOptions {
@@ -10,21 +11,15 @@ export interface LoadOptions {
 	backend?: BackendChoice;
 }
 
-// Backbones are tens of MB each; a handful covers every workflow of an instance.
+// Backbones are tens of MB each; a handful covers every workflow of an instance. One that falls
+// out is disposed once the extractions using it are done.
 const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
-	pending.then((b) => b.dispose()).catch(() => {});
+	pending.then((b) => b.retire()).catch(() => {});
 });
 
 /** Loads a backbone once per process and backend; later calls get the same instance. */
-export async function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
-	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}`;
-	let pending = loaded.get(key);
-	if (!pending) {
-		pending = Backbone.load(spec, options);
-		loaded.set(key, pending);
-		pending.catch(() => loaded.delete(key));
-	}
-	return pending;
+export function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
+	return sharePromise(loaded, `${backboneKey(spec)}@${options.backend ?? settings().backend}`, () => Backbone.load(spec, options));
 }
 
 export interface ExtractOptions {
@@ -44,18 +39,23 @@ export async function extractFeatures(backbone: Backbone, images: Buffer[], opti
 			images.slice(start, start + batchSize).map((bytes) => decodeImage(bytes, backbone.spec.inputSize, options.resizeMode ?? 'centreCrop', maxImagePixels)),
 		);
 	const results: (Float32Array | Error)[] = new Array(images.length);
-	let next = images.length ? decode(0) : undefined;
-	for (let start = 0; start < images.length; start += batchSize) {
-		const decoded = await next!;
-		// sharp decodes the next batch on libuv's threads while the network runs on this one.
-		next = start + batchSize < images.length ? decode(start + batchSize) : undefined;
-		const good: number[] = [];
-		decoded.forEach((d, i) => {
-			if (d.status === 'fulfilled') good.push(i);
-			else results[start + i] = d.reason instanceof Error ? d.reason : new Error(String(d.reason));
-		});
-		const features = await backbone.extract(good.map((i) => (decoded[i] as PromiseFulfilledResult<Uint8Array>).value));
-		good.forEach((i, j) => (results[start + i] = features[j]));
+	const release = backbone.hold();
+	try {
+		let next = images.length ? decode(0) : undefined;
+		for (let start = 0; start < images.length; start += batchSize) {
+			const decoded = await next!;
+			// sharp decodes the next batch on libuv's threads while the network runs on this one.
+			next = start + batchSize < images.length ? decode(start + batchSize) : undefined;
+			const good: number[] = [];
+			decoded.forEach((d, i) => {
+				if (d.status === 'fulfilled') good.push(i);
+				else results[start + i] = d.reason instanceof Error ? d.reason : new Error(String(d.reason));
+			});
+			const features = await backbone.extract(good.map((i) => (decoded[i] as PromiseFulfilledResult<Uint8Array>).value));
+			good.forEach((i, j) => (results[start + i] = features[j]));
+		}
+	} finally {
+		release();
 	}
 	return results;
 }

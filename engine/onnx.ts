@@ -7,6 +7,7 @@ import { NORMALIZATIONS, backboneKey, type BackboneSpec, type Normalization } fr
 import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from './download';
+import { errorMessage } from './errors';
 import { settings } from './settings';
 
 /**
@@ -54,7 +55,8 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization): Ui
 				nodes.push({ opType: 'Tanh', input: [input], output: [output] });
 				break;
 			case 'softmax':
-				nodes.push({ opType: 'Softmax', input: [input], output: [output], attribute: [int('axis', -1)] });
+				// Over the channels, as TF.js does: axis 1 both of NCHW maps and of [batch, units] vectors.
+				nodes.push({ opType: 'Softmax', input: [input], output: [output], attribute: [int('axis', 1)] });
 				break;
 		}
 	};
@@ -158,7 +160,7 @@ function onnxRuntime(): typeof Ort {
 }
 
 /** Bump when planToOnnx changes what it writes, so cached files are rebuilt. */
-const COMPILER_VERSION = 2;
+const COMPILER_VERSION = 3;
 
 /**
  * Runs a compiled plan on ONNX Runtime's CPU engine. The ONNX file is cached in the model cache
@@ -200,6 +202,6 @@ export class OnnxExecutor {
 	}
 
 	dispose(): void {
-		void this.session.release();
+		this.session.release().catch((error: unknown) => console.warn(`[transfer-learning] could not release an ONNX Runtime session: ${errorMessage(error)}`));
 	}
 }

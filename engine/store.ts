@@ -3,6 +3,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { TransferLearningError } from './errors';
 import { LruCache } from './lru';
+import { sharePromise } from './memo';
 import { decodeHead, encodeHead, type ModelManifest, type TrainedModel } from './model';
 import { settings } from './settings';
 
@@ -72,20 +73,21 @@ export class ModelStore {
 		return version;
 	}
 
-	/** Loads a version (cached in memory; versions never change once written). */
+	/**
+	 * Loads a version, cached in memory. A version never changes once written, but its folder can be
+	 * deleted and the number reused by a new training: the cache key includes the manifest's inode
+	 * and modification time, so one stat per load tells a new version from the one cached.
+	 */
 	async load(name: string, version: VersionRef = 'latest'): Promise<TrainedModel> {
 		const resolved = await this.resolveVersion(name, version);
 		const dir = path.join(this.root, name, String(resolved));
-		let pending = loadedModels.get(dir);
-		if (!pending) {
-			pending = (async () => {
-				const manifest = JSON.parse(await fs.readFile(path.join(dir, MANIFEST), 'utf8')) as ModelManifest;
-				return { manifest, head: decodeHead(manifest, await fs.readFile(path.join(dir, WEIGHTS))) };
-			})();
-			loadedModels.set(dir, pending);
-			pending.catch(() => loadedModels.delete(dir));
-		}
-		return pending;
+		const manifestFile = path.join(dir, MANIFEST);
+		const stat = await fs.stat(manifestFile, { bigint: true }).catch(() => undefined);
+		const key = stat ? `${dir}\0${stat.ino}\0${stat.mtimeNs}` : dir;
+		return sharePromise(loadedModels, key, async () => {
+			const manifest = JSON.parse(await fs.readFile(manifestFile, 'utf8')) as ModelManifest;
+			return { manifest, head: decodeHead(manifest, await fs.readFile(path.join(dir, WEIGHTS))) };
+		});
 	}
 
 	/** Saves the model as the next version of `name` and returns its manifest. */

@@ -160,13 +160,17 @@ test('concurrent saves get distinct versions and leave no temporary folders', as
 });
 
 test('names that could leave the store are refused, and the store is untouched', async () => {
-	const store = new ModelStore(path.join(TEMP_DIR, 'store-names'));
+	// "../../x" would land in `outside`, ".." in `outside/a`: nothing may appear beside the store.
+	const outside = path.join(TEMP_DIR, 'store-names');
+	await fs.mkdir(path.join(outside, 'a'), { recursive: true });
+	const store = new ModelStore(path.join(outside, 'a', 'store'));
 	const result = await trained();
 	for (const name of ['../../x', '..', '.hidden', 'a/b', 'a\\b', '', 'x'.repeat(101)]) {
 		await assert.rejects(saveTrainedModel(store, name, result, spec, prep), /not a valid model name/);
 		await assert.rejects(store.load(name), /not a valid model name/);
 	}
-	assert.deepEqual(await fs.readdir(path.dirname(store.root)).then((e) => e.includes('x')), false);
+	assert.deepEqual(await fs.readdir(outside), ['a']);
+	assert.deepEqual((await fs.readdir(path.join(outside, 'a'))).filter((e) => e !== 'store'), []);
 });
 
 test('a crash mid-save leaves the previous version served; a damaged version is refused', async () => {

@@ -14,6 +14,7 @@ import {
 	trainHead,
 	type BackboneSpec,
 } from '../engine';
+import { GRAPH_KERNEL, writeGraphModel } from './helpers/graph-model';
 import { serveFolder } from './helpers/server';
 
 const V1_025 = 'tfjs-models/tfjs/mobilenet_v1_0.25_224';
@@ -186,36 +187,9 @@ test('no tensor leaks: the tensor count is flat over 200 image classifications o
 });
 
 test('a custom TensorFlow.js graph model works as a backbone, with its normalisation', async () => {
-	// A one-layer graph model written by hand: 1x1 convolution of RGB into 4 channels, then ReLU.
-	const kernel = Float32Array.from([1, 0, -1, 0.5, 0, 1, 1, -0.5, 0, 0, 1, 0.25]); // [1,1,3,4], row per input channel
-	const dir = path.join(TEMP_DIR, 'graph-model');
-	const { mkdirSync, writeFileSync } = await import('node:fs');
-	mkdirSync(dir, { recursive: true });
-	const dims = (...sizes: number[]) => ({ dim: sizes.map((size) => ({ size: String(size) })) });
-	const text = (s: string) => ({ s: Buffer.from(s).toString('base64') });
-	writeFileSync(path.join(dir, 'weights.bin'), Buffer.from(kernel.buffer));
-	writeFileSync(
-		path.join(dir, 'model.json'),
-		JSON.stringify({
-			format: 'graph-model',
-			modelTopology: {
-				node: [
-					{ name: 'image', op: 'Placeholder', attr: { dtype: { type: 'DT_FLOAT' }, shape: { shape: dims(-1, 16, 16, 3) } } },
-					{ name: 'kernel', op: 'Const', attr: { dtype: { type: 'DT_FLOAT' }, value: { tensor: { dtype: 'DT_FLOAT', tensorShape: dims(1, 1, 3, 4) } } } },
-					{
-						name: 'conv',
-						op: 'Conv2D',
-						input: ['image', 'kernel'],
-						attr: { T: { type: 'DT_FLOAT' }, strides: { list: { i: ['1', '1', '1', '1'] } }, padding: text('SAME'), data_format: text('NHWC'), dilations: { list: { i: ['1', '1', '1', '1'] } } },
-					},
-					{ name: 'features', op: 'Relu', input: ['conv'], attr: { T: { type: 'DT_FLOAT' } } },
-				],
-				versions: { producer: 1 },
-			},
-			weightsManifest: [{ paths: ['weights.bin'], weights: [{ name: 'kernel', shape: [1, 1, 3, 4], dtype: 'float32' }] }],
-		}),
-	);
-	const backbone = await Backbone.load(customBackbone({ url: path.join(dir, 'model.json'), inputSize: 16, normalization: 'zeroToOne', outputNode: 'features' }));
+	const kernel = GRAPH_KERNEL;
+	const file = writeGraphModel(path.join(TEMP_DIR, 'graph-model'));
+	const backbone = await Backbone.load(customBackbone({ url: file, inputSize: 16, normalization: 'zeroToOne', outputNode: 'features' }));
 	assert.equal(backbone.featureSize, 4);
 	const sharp = (await import('sharp')).default;
 	const solid = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 255, g: 51, b: 102 } } }).png().toBuffer();
