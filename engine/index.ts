@@ -26,6 +26,7 @@ export { decodeImage, type ResizeMode } from './image';
 export { LruCache } from './lru';
 export { computeMetrics, type Metrics } from './metrics';
 export {
+	describeBackbone,
 	describeFeatureSource,
 	exportModel,
 	featureSourceKey,

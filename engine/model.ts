@@ -59,7 +59,14 @@ export function featureSourceKey(source: FeatureSource): string {
 const RESIZE_WORDS: Record<ResizeMode, string> = { centreCrop: 'centre crop', fitPad: 'fit with padding', stretch: 'stretch' };
 
 export function describeFeatureSource(source: FeatureSource): string {
-	return `${source.backbone.id}, ${RESIZE_WORDS[source.resizeMode]}${source.l2Normalize ? ', L2-normalised' : ''}`;
+	return `${describeBackbone(source.backbone)}, ${RESIZE_WORDS[source.resizeMode]}${source.l2Normalize ? ', L2-normalised' : ''}`;
+}
+
+/** A catalog id says it all; two custom models at one address may still differ in how they are read. */
+export function describeBackbone(spec: BackboneSpec): string {
+	if (!spec.id.startsWith('custom:')) return spec.id;
+	const layer = spec.featureLayer || spec.outputNode;
+	return `${spec.id} (${spec.inputSize.width}x${spec.inputSize.height}, ${spec.normalization}${layer ? `, ${layer}` : ''})`;
 }
 
 /**

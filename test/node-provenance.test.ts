@@ -88,7 +88,7 @@ test('Classify refuses features from another backbone or preprocessing, naming b
 	const custom = await extract({ backbone: 'custom', customModelUrl: V1_025, customNormalization: 'zeroToOne', customFeatureLayer: 'conv_pw_13_relu' }, images);
 	assert.equal(custom[0].json.featureLength, 256);
 	const otherBackbone = await classifyFeatures(custom);
-	assert.match(otherBackbone.error?.message ?? '', /^Item 0: The features were made with custom:.*mobilenet_v1_0\.25_224\/model\.json, centre crop, but model "strict" version 1 was trained on mobilenet_v1_0\.25_224, centre crop/);
+	assert.match(otherBackbone.error?.message ?? '', /^Item 0: The features were made with custom:.*mobilenet_v1_0\.25_224\/model\.json \(224x224, zeroToOne, conv_pw_13_relu\), centre crop, but model "strict" version 1 was trained on mobilenet_v1_0\.25_224, centre crop/);
 	assert.match(otherBackbone.error!.description ?? '', /Extract Features/);
 
 	const padded = await classifyFeatures(await extract({ ...BACKBONE, options: { resizeMode: 'fitPad' } }, images));

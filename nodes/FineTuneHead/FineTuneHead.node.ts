@@ -1,6 +1,7 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import {
 	backboneKey,
+	describeBackbone,
 	describeFeatureSource,
 	exportModel,
 	featureSourceKey,
@@ -158,7 +159,7 @@ function sourceOfFeatures(
 	if (!common) return configured;
 	const mismatch = (setting: string, value: string) =>
 		new TransferLearningError(`The features were made with ${describeFeatureSource(common)}, but "${setting}" is set to ${value}`, `Set "${setting}" here as in Extract Features`);
-	if (backboneKey(common.backbone) !== backboneKey(configured.backbone)) throw mismatch('Backbone', configured.backbone.id);
+	if (backboneKey(common.backbone) !== backboneKey(configured.backbone)) throw mismatch('Backbone', describeBackbone(configured.backbone));
 	if (resizeModeSet && resizeModeSet !== common.resizeMode) {
 		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
 	}
