@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { INodeExecutionData, INodeParameters } from 'n8n-workflow';
-import { ModelStore } from '../engine';
+import { ModelStore, parseFeatureSource } from '../engine';
 import { imageItem, runNode, type NodeRun } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
 
@@ -97,6 +97,10 @@ test('Classify refuses features from another backbone or preprocessing, naming b
 	assert.match(normalised.error?.message ?? '', /^Item 0: The features were made with mobilenet_v1_0\.25_224, centre crop, L2-normalised, but model "strict"/);
 	const damaged = await classifyFeatures([{ json: { ...same[0].json, featureSource: { backbone: 'x' } } }]);
 	assert.match(damaged.error?.message ?? '', /^Item 0: The field "featureSource" is not what Extract Features writes/);
+	// Names every object has are no resize mode.
+	const source = same[0].json.featureSource as { resizeMode: string };
+	assert.doesNotThrow(() => parseFeatureSource(source));
+	assert.throws(() => parseFeatureSource({ ...source, resizeMode: 'toString' }), /not what Extract Features writes/);
 });
 
 /** Runs a node three ways: stopping on error, "Continue" and "Continue (using error output)". */
