@@ -25,7 +25,19 @@ export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type Tr
 export { decodeImage, type ResizeMode } from './image';
 export { LruCache } from './lru';
 export { computeMetrics, type Metrics } from './metrics';
-export { exportModel, importModel, type ModelManifest, type TrainedModel } from './model';
+export {
+	describeBackbone,
+	describeFeatureSource,
+	exportModel,
+	featureSourceKey,
+	featureSourceMismatch,
+	featureSourceOf,
+	importModel,
+	parseFeatureSource,
+	type FeatureSource,
+	type ModelManifest,
+	type TrainedModel,
+} from './model';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice } from './settings';
 export { tf } from './backend';

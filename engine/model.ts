@@ -1,4 +1,4 @@
-import type { BackboneSpec } from './catalog';
+import { backboneKey, NORMALIZATIONS, type BackboneSpec } from './catalog';
 import { TransferLearningError } from './errors';
 import type { EpochRecord, Head, TrainingOptions } from './head';
 import type { ResizeMode } from './image';
@@ -37,6 +37,71 @@ export interface ModelManifest {
 	trainCount: number;
 	validationCount: number;
 	head: HeadLayout;
+}
+
+/** How feature vectors were made; Extract Features outputs it and a model records the one it was trained on. */
+export interface FeatureSource {
+	backbone: BackboneSpec;
+	resizeMode: ResizeMode;
+	/** Whether the vectors were scaled to length 1. */
+	l2Normalize: boolean;
+}
+
+export function featureSourceOf(manifest: ModelManifest): FeatureSource {
+	return { backbone: manifest.backbone, resizeMode: manifest.resizeMode, l2Normalize: manifest.l2Normalize };
+}
+
+/** Equal exactly when the two give the same vectors for the same image. */
+export function featureSourceKey(source: FeatureSource): string {
+	return JSON.stringify([backboneKey(source.backbone), source.resizeMode, source.l2Normalize]);
+}
+
+const RESIZE_WORDS: Record<ResizeMode, string> = { centreCrop: 'centre crop', fitPad: 'fit with padding', stretch: 'stretch' };
+
+export function describeFeatureSource(source: FeatureSource): string {
+	return `${describeBackbone(source.backbone)}, ${RESIZE_WORDS[source.resizeMode]}${source.l2Normalize ? ', L2-normalised' : ''}`;
+}
+
+/** A catalog id says it all; two custom models at one address may still differ in how they are read. */
+export function describeBackbone(spec: BackboneSpec): string {
+	if (!spec.id.startsWith('custom:')) return spec.id;
+	const layer = spec.featureLayer || spec.outputNode;
+	return `${spec.id} (${spec.inputSize.width}x${spec.inputSize.height}, ${spec.normalization}${layer ? `, ${layer}` : ''})`;
+}
+
+/**
+ * Why a model trained on `trained` must not be given vectors made as `given`, or undefined when it
+ * may. The model scales vectors to length 1 itself when it was trained so, whatever they came as.
+ */
+export function featureSourceMismatch(trained: FeatureSource, given: FeatureSource): string | undefined {
+	const same =
+		backboneKey(given.backbone) === backboneKey(trained.backbone) &&
+		given.resizeMode === trained.resizeMode &&
+		(trained.l2Normalize || !given.l2Normalize);
+	return same ? undefined : `The features were made with ${describeFeatureSource(given)}`;
+}
+
+/** Reads a feature source from item data, which anything upstream may have changed. */
+export function parseFeatureSource(value: unknown): FeatureSource {
+	const source = value as Partial<FeatureSource> | null;
+	const backbone = source?.backbone as Partial<BackboneSpec> | undefined;
+	const size = backbone?.inputSize;
+	const valid =
+		typeof backbone?.id === 'string' &&
+		typeof backbone.url === 'string' &&
+		['layers', 'graph', 'auto'].includes(backbone.format as string) &&
+		Number.isInteger(size?.height) &&
+		Number.isInteger(size?.width) &&
+		Object.hasOwn(NORMALIZATIONS, backbone.normalization as string) &&
+		Object.hasOwn(RESIZE_WORDS, source!.resizeMode as string) &&
+		typeof source!.l2Normalize === 'boolean';
+	if (!valid) {
+		throw new TransferLearningError(
+			'The field "featureSource" is not what Extract Features writes',
+			'Pass the items from Extract Features on unchanged, or remove "featureSource" from them if the vectors come from elsewhere',
+		);
+	}
+	return source as FeatureSource;
 }
 
 export interface TrainedModel {

@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { IDataObject, IExecuteFunctions, ILoadOptionsFunctions, INodeExecutionData, INodePropertyOptions, INodeType } from 'n8n-workflow';
 import {
-	backboneKey,
 	classify,
+	describeFeatureSource,
+	featureSourceKey,
+	featureSourceMismatch,
+	featureSourceOf,
 	importModel,
 	LruCache,
 	loadBackbone,
@@ -14,7 +17,7 @@ import {
 	type VersionRef,
 } from '../../engine';
 
-import { failedItem, gatherFeatures, readHostAuth, toNodeError } from '../shared/items';
+import { failedItem, failedRun, gatherFeatures, readFeatureSource, readHostAuth } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
 
 interface Options {
@@ -36,95 +39,104 @@ export class Classify implements INodeType {
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const items = this.getInputData();
-		const options = this.getNodeParameter('options', 0, {}) as Options;
-		const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'features';
-		const threshold = this.getNodeParameter('threshold', 0, 0) as number;
-		const topK = this.getNodeParameter('topK', 0, 3) as number;
 		const routeByClass = this.getNodeParameter('routeByClass', 0, false) as boolean;
-		const classNames = routeByClass
-			? (this.getNodeParameter('classNames', 0, '') as string).split(',').map((n) => n.trim()).filter((n) => n)
-			: [];
-		const store = new ModelStore();
-		const auth = await readHostAuth(this);
+		const classNames = routeByClass ? splitClassNames(this.getNodeParameter('classNames', 0, '') as string) : [];
+		// The outputs n8n draws (see outputsFromClassNames); failed items go to the last.
+		const outputs: INodeExecutionData[][] = routeByClass ? [...classNames, UNKNOWN_LABEL].map(() => []) : [[]];
+		try {
+			if (routeByClass) checkClassNames(classNames);
+			const options = this.getNodeParameter('options', 0, {}) as Options;
+			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'features';
+			const threshold = this.getNodeParameter('threshold', 0, 0) as number;
+			const topK = this.getNodeParameter('topK', 0, 3) as number;
+			const store = new ModelStore();
+			const auth = await readHostAuth(this);
 
-		// Each item may name its own model (an expression over webhook data); resolving per item
-		// also means a retrain that lands mid-burst is used from the next item on.
-		const models: (TrainedModel | Error)[] = await Promise.all(
-			items.map(async (_, i) => {
-				try {
-					const model = await resolveModel(this, store, i);
-					if (routeByClass) checkOutputsMatch(classNames, model);
-					return model;
-				} catch (error) {
-					return error as Error;
-				}
-			}),
-		);
-		const results: (INodeExecutionData & { output: number })[] = new Array(items.length);
-		const groups = new Map<string, number[]>();
-		models.forEach((model, i) => {
-			if (model instanceof Error) return;
-			const key = JSON.stringify([backboneKey(model.manifest.backbone), model.manifest.resizeMode, model.manifest.l2Normalize]);
-			groups.set(key, [...(groups.get(key) ?? []), i]);
-		});
-		for (const indices of groups.values()) {
-			const { manifest } = models[indices[0]] as TrainedModel;
-			let backend: string | undefined;
-			const features = await gatherFeatures(
-				this,
-				indices,
-				{
-					inputType,
-					featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
-					resizeMode: manifest.resizeMode,
-					batchSize: options.batchSize ?? 16,
-					l2Normalize: manifest.l2Normalize,
-				},
-				async () => {
-					const backbone = await loadBackbone(manifest.backbone, { auth, backend: options.backend }).catch((error) =>
-						Promise.reject(toNodeError(this, error)),
-					);
-					backend = backbone.backend.name;
-					return backbone;
-				},
+			// Each item may name its own model (an expression over webhook data); resolving per item
+			// also means a retrain that lands mid-burst is used from the next item on.
+			const models: (TrainedModel | Error)[] = await Promise.all(
+				items.map(async (_, i) => {
+					try {
+						const model = await resolveModel(this, store, i);
+						if (routeByClass) checkOutputsMatch(classNames, model);
+						if (inputType === 'features') checkFeatureSource(this, i, model);
+						return model;
+					} catch (error) {
+						return error as Error;
+					}
+				}),
 			);
-			indices.forEach((i, j) => {
-				const f = features[j];
-				if (f instanceof Error) {
-					models[i] = f;
+			const results: (INodeExecutionData & { output: number })[] = new Array(items.length);
+			const groups = new Map<string, number[]>();
+			models.forEach((model, i) => {
+				if (model instanceof Error) return;
+				const key = featureSourceKey(featureSourceOf(model.manifest));
+				groups.set(key, [...(groups.get(key) ?? []), i]);
+			});
+			for (const indices of groups.values()) {
+				const { manifest } = models[indices[0]] as TrainedModel;
+				let backend: string | undefined;
+				let features: (Float32Array | Error)[];
+				try {
+					features = await gatherFeatures(
+						this,
+						indices,
+						{
+							inputType,
+							featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
+							resizeMode: manifest.resizeMode,
+							batchSize: options.batchSize ?? 16,
+							l2Normalize: manifest.l2Normalize,
+						},
+						async () => {
+							const backbone = await loadBackbone(manifest.backbone, { auth, backend: options.backend });
+							backend = backbone.backend.name;
+							return backbone;
+						},
+					);
+				} catch (error) {
+					// The backbone of this group's model failed to load: the items of other models go on.
+					features = indices.map(() => error as Error);
+				}
+				indices.forEach((i, j) => {
+					const f = features[j];
+					if (f instanceof Error) {
+						models[i] = f;
+						return;
+					}
+					const model = models[i] as TrainedModel;
+					try {
+						const [prediction] = classify(model.head, [f], { topK, threshold });
+						const output = routeByClass ? outputIndex(classNames, prediction.label) : 0;
+						const json: IDataObject = {
+							...items[i].json,
+							label: prediction.label,
+							confidence: prediction.confidence,
+							scores: prediction.scores,
+							model: model.manifest.name,
+							version: model.manifest.version,
+							...(backend ? { backend } : {}),
+						};
+						results[i] = { json, binary: items[i].binary, pairedItem: { item: i }, output };
+					} catch (error) {
+						models[i] = error as Error;
+					}
+				});
+			}
+
+			items.forEach((_, i) => {
+				const model = models[i];
+				if (model instanceof Error) {
+					outputs[outputs.length - 1].push(failedItem(this, model, i));
 					return;
 				}
-				const model = models[i] as TrainedModel;
-				try {
-					const [prediction] = classify(model.head, [f], { topK, threshold });
-					const output = routeByClass ? outputIndex(classNames, prediction.label) : 0;
-					const json: IDataObject = {
-						...items[i].json,
-						label: prediction.label,
-						confidence: prediction.confidence,
-						scores: prediction.scores,
-						model: model.manifest.name,
-						version: model.manifest.version,
-						...(backend ? { backend } : {}),
-					};
-					results[i] = { json, binary: items[i].binary, pairedItem: { item: i }, output };
-				} catch (error) {
-					models[i] = error as Error;
-				}
+				const { output, ...item } = results[i];
+				outputs[output].push(item);
 			});
+		} catch (error) {
+			outputs.forEach((output) => (output.length = 0));
+			outputs[outputs.length - 1].push(...failedRun(this, error));
 		}
-
-		const outputs: INodeExecutionData[][] = routeByClass ? [...classNames, UNKNOWN_LABEL].map(() => []) : [[]];
-		items.forEach((_, i) => {
-			const model = models[i];
-			if (model instanceof Error) {
-				// Failed items under Continue On Fail go where unclassifiable items go.
-				outputs[outputs.length - 1].push(failedItem(this, model, i));
-				return;
-			}
-			const { output, ...item } = results[i];
-			outputs[output].push(item);
-		});
 		return outputs;
 	}
 }
@@ -162,14 +174,54 @@ function parseVersion(raw: unknown): VersionRef {
 	return version;
 }
 
+/** As n8n splits them to draw the outputs: a list with a trailing comma still works. */
+function splitClassNames(text: string): string[] {
+	return String(text ?? '')
+		.split(',')
+		.map((name) => name.trim())
+		.filter((name) => name);
+}
+
+/** The names must be the labels a model can have: at least one, each once, and never the reserved one. */
+function checkClassNames(classNames: string[]): void {
+	const fail = (why: string, hint: string) => new TransferLearningError(`Class Names: ${why}`, hint);
+	if (!classNames.length) throw fail('no class is named', 'List the classes of the model, comma-separated, e.g. cat, dog');
+	if (classNames.includes(UNKNOWN_LABEL)) {
+		throw fail(`"${UNKNOWN_LABEL}" is the name of the output for unsure items, so it cannot be a class`, `Remove "${UNKNOWN_LABEL}" from Class Names; the last output already takes those items`);
+	}
+	const twice = classNames.find((name, k) => classNames.indexOf(name) !== k);
+	if (twice) throw fail(`"${twice}" is listed twice`, 'List each class once');
+}
+
 function checkOutputsMatch(classNames: string[], model: TrainedModel): void {
 	const labels = model.manifest.labels;
+	const unroutable = labels.find((l) => l.includes(',') || l === UNKNOWN_LABEL);
+	if (unroutable) {
+		throw new TransferLearningError(
+			`Model "${model.manifest.name}" version ${model.manifest.version} has the class "${unroutable}", which Class Names cannot name (${unroutable === UNKNOWN_LABEL ? 'it is the output for unsure items' : 'it holds a comma'})`,
+			'Retrain the model with labels without commas and other than "unknown", or turn off "Route to One Output per Class"',
+		);
+	}
 	const missing = labels.filter((l) => !classNames.includes(l));
 	const extra = classNames.filter((n) => !labels.includes(n));
 	if (missing.length || extra.length) {
 		throw new TransferLearningError(
 			`The outputs (${classNames.join(', ') || 'none'}) do not match the classes of model "${model.manifest.name}" version ${model.manifest.version} (${labels.join(', ')})`,
 			`Set "Class Names" to: ${labels.join(', ')}`,
+		);
+	}
+}
+
+/** Features that Extract Features made otherwise than the model's own would give confident nonsense. */
+function checkFeatureSource(ctx: IExecuteFunctions, itemIndex: number, model: TrainedModel): void {
+	const given = readFeatureSource(ctx, itemIndex);
+	if (!given) return;
+	const trained = featureSourceOf(model.manifest);
+	const mismatch = featureSourceMismatch(trained, given);
+	if (mismatch) {
+		throw new TransferLearningError(
+			`${mismatch}, but model "${model.manifest.name}" version ${model.manifest.version} was trained on ${describeFeatureSource(trained)}`,
+			`Set Extract Features to the model's backbone, Resize Mode and L2-Normalise, or classify the images themselves (Input: Images)`,
 		);
 	}
 }

@@ -1,6 +1,6 @@
-import type { IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
-import { loadBackbone, type BackendChoice, type ResizeMode } from '../../engine';
-import { failedItem, gatherFeatures, readBackboneSpec, readHostAuth, toNodeError } from '../shared/items';
+import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
+import { loadBackbone, type BackendChoice, type FeatureSource, type ResizeMode } from '../../engine';
+import { FEATURE_SOURCE_FIELD, failedItem, failedRun, gatherFeatures, readBackboneSpec, readHostAuth } from '../shared/items';
 import { extractFeaturesDescription } from './ExtractFeaturesDescription';
 
 interface Options {
@@ -16,52 +16,47 @@ export class ExtractFeatures implements INodeType {
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const items = this.getInputData();
-		const options = this.getNodeParameter('options', 0, {}) as Options;
-		let spec;
 		try {
-			spec = readBackboneSpec(this);
-		} catch (error) {
-			throw toNodeError(this, error);
-		}
-		const auth = await readHostAuth(this);
-		let backboneInfo: { id: string; backend: string; fallbackReason?: string } | undefined;
-		const results = await gatherFeatures(
-			this,
-			items.map((_, i) => i),
-			{
-				inputType: 'image',
-				featuresField: '',
+			const options = this.getNodeParameter('options', 0, {}) as Options;
+			const source: FeatureSource = {
+				backbone: readBackboneSpec(this),
 				resizeMode: options.resizeMode ?? 'centreCrop',
-				batchSize: options.batchSize ?? 16,
 				l2Normalize: options.l2Normalize ?? false,
-			},
-			async () => {
-				try {
-					const backbone = await loadBackbone(spec, { auth, backend: options.backend });
-					backboneInfo = { id: backbone.spec.id, backend: backbone.backend.name, fallbackReason: backbone.backend.fallbackReason };
+			};
+			const auth = await readHostAuth(this);
+			let backend: { name: string; fallbackReason?: string } | undefined;
+			const results = await gatherFeatures(
+				this,
+				items.map((_, i) => i),
+				{ inputType: 'image', featuresField: '', resizeMode: source.resizeMode, batchSize: options.batchSize ?? 16, l2Normalize: source.l2Normalize },
+				async () => {
+					const backbone = await loadBackbone(source.backbone, { auth, backend: options.backend });
+					backend = backbone.backend;
 					return backbone;
-				} catch (error) {
-					throw toNodeError(this, error);
-				}
-			},
-		);
-		const field = options.outputField || 'features';
-		return [
-			results.map((result, i) => {
-				if (result instanceof Error) return failedItem(this, result, i);
-				return {
-					json: {
-						...items[i].json,
-						[field]: Array.from(result),
-						featureLength: result.length,
-						backbone: backboneInfo!.id,
-						backend: backboneInfo!.backend,
-						...(backboneInfo!.fallbackReason ? { backendFallbackReason: backboneInfo!.fallbackReason } : {}),
-					},
-					binary: items[i].binary,
-					pairedItem: { item: i },
-				};
-			}),
-		];
+				},
+			);
+			const field = options.outputField || 'features';
+			return [
+				results.map((result, i) => {
+					if (result instanceof Error) return failedItem(this, result, i);
+					return {
+						json: {
+							...items[i].json,
+							[field]: Array.from(result),
+							featureLength: result.length,
+							// A copy each: a later node that edits one item's must not change the others'.
+							[FEATURE_SOURCE_FIELD]: structuredClone(source) as unknown as IDataObject,
+							backbone: source.backbone.id,
+							backend: backend!.name,
+							...(backend!.fallbackReason ? { backendFallbackReason: backend!.fallbackReason } : {}),
+						},
+						binary: items[i].binary,
+						pairedItem: { item: i },
+					};
+				}),
+			];
+		} catch (error) {
+			return [failedRun(this, error)];
+		}
 	}
 }

@@ -1,16 +1,22 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import {
+	backboneKey,
+	describeBackbone,
+	describeFeatureSource,
 	exportModel,
+	featureSourceKey,
 	loadBackbone,
 	ModelStore,
 	saveTrainedModel,
 	trainHead,
 	TransferLearningError,
 	type BackendChoice,
+	type FeatureSource,
 	type ResizeMode,
 	type TrainingOptions,
 } from '../../engine';
-import { failedItem, gatherFeatures, readBackboneSpec, readHostAuth, toNodeError } from '../shared/items';
+import { errorItem, failedItem, gatherFeatures, readBackboneSpec, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
+import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 
 interface Options {
@@ -27,62 +33,55 @@ export class FineTuneHead implements INodeType {
 
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const items = this.getInputData();
-		const options = this.getNodeParameter('options', 0, {}) as Options;
-		const training = this.getNodeParameter('training', 0, {}) as Partial<TrainingOptions>;
-		const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'features';
-		const resizeMode = options.resizeMode ?? 'centreCrop';
-		const l2Normalize = options.l2Normalize ?? false;
 		const everyItem = items.map((_, i) => i);
-		let modelName: string;
-		let spec;
+		// Items left out of training: under Continue On Fail each becomes an error item beside the model.
+		const leftOut = new Map<number, INodeExecutionData>();
+		const leaveOut = (error: unknown, i: number) => leftOut.set(i, failedItem(this, error, i));
+		const leftOutItems = () => [...leftOut.keys()].sort((a, b) => a - b).map((i) => leftOut.get(i)!);
 		try {
-			modelName = ModelStore.checkName((this.getNodeParameter('modelName', 0) as string).trim());
-			spec = readBackboneSpec(this);
-		} catch (error) {
-			throw toNodeError(this, error);
-		}
+			const options = this.getNodeParameter('options', 0, {}) as Options;
+			const training = this.getNodeParameter('training', 0, {}) as Partial<TrainingOptions>;
+			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'features';
+			const modelName = ModelStore.checkName((this.getNodeParameter('modelName', 0) as string).trim());
+			const spec = readBackboneSpec(this);
 
-		const skipped: IDataObject[] = [];
-		const skip = (error: unknown, i: number) => skipped.push({ item: i, ...failedItem(this, error, i).json });
-		const labels = everyItem.map((i) => {
-			const raw = this.getNodeParameter('label', i, '') as unknown;
-			const label = typeof raw === 'number' || typeof raw === 'boolean' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
-			if (!label) {
-				skip(new TransferLearningError('The label is missing or empty', 'Set "Label" to an expression that gives each item its class, e.g. {{ $json.label }}'), i);
-			}
-			return label;
-		});
-		const labelled = everyItem.filter((i) => labels[i]);
-		if (inputType === 'features') {
-			// Features from another backbone would train a head that Classify can never feed.
-			for (const i of labelled) {
-				const producedBy = items[i].json.backbone;
-				if (typeof producedBy === 'string' && producedBy !== spec.id) {
-					throw toNodeError(this, new TransferLearningError(
-						`The features were extracted with "${producedBy}" but the node is set to backbone "${spec.id}"`,
-						'Choose the same backbone here as in Extract Features',
-					), i);
+			const labels = everyItem.map((i) => {
+				const raw = this.getNodeParameter('label', i, '') as unknown;
+				const label = typeof raw === 'number' || typeof raw === 'boolean' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
+				if (!label) {
+					leaveOut(new TransferLearningError('The label is missing or empty', 'Set "Label" to an expression that gives each item its class, e.g. {{ $json.label }}'), i);
 				}
-			}
-		}
-		const auth = await readHostAuth(this);
-		const features = await gatherFeatures(
-			this,
-			labelled,
-			{ inputType, featuresField: this.getNodeParameter('featuresField', 0, 'features') as string, resizeMode, batchSize: options.batchSize ?? 16, l2Normalize },
-			() => loadBackbone(spec, { auth, backend: options.backend }).catch((error) => Promise.reject(toNodeError(this, error))),
-		);
-		const usable: number[] = [];
-		features.forEach((f, j) => (f instanceof Error ? skip(f, labelled[j]) : usable.push(j)));
+				return label;
+			});
+			const configured: FeatureSource = { backbone: spec, resizeMode: options.resizeMode ?? 'centreCrop', l2Normalize: options.l2Normalize ?? false };
+			const source =
+				inputType === 'features'
+					? sourceOfFeatures(this, everyItem.filter((i) => !leftOut.has(i)), configured, options.resizeMode, leaveOut)
+					: configured;
+			const labelled = everyItem.filter((i) => !leftOut.has(i));
+			const auth = await readHostAuth(this);
+			const features = await gatherFeatures(
+				this,
+				labelled,
+				{
+					inputType,
+					featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
+					resizeMode: source.resizeMode,
+					batchSize: options.batchSize ?? 16,
+					l2Normalize: source.l2Normalize,
+				},
+				() => loadBackbone(spec, { auth, backend: options.backend }),
+			);
+			const usable: number[] = [];
+			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
 
-		try {
 			const trained = await trainHead(
 				usable.map((j) => features[j] as Float32Array),
 				usable.map((j) => labels[labelled[j]]),
 				training,
 				options.backend,
 			);
-			const model = await saveTrainedModel(new ModelStore(), modelName, trained, spec, { resizeMode, l2Normalize });
+			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, source);
 			const { manifest } = model;
 			const item: INodeExecutionData = {
 				json: {
@@ -100,7 +99,7 @@ export class FineTuneHead implements INodeType {
 					metrics: manifest.metrics as unknown as IDataObject,
 					history: manifest.history as unknown as IDataObject[],
 					createdAt: manifest.createdAt,
-					...(skipped.length ? { skippedItems: skipped } : {}),
+					...(leftOut.size ? { skippedItems: [...leftOut.keys()].sort((a, b) => a - b) } : {}),
 				},
 				pairedItem: everyItem.map((i) => ({ item: i })),
 			};
@@ -110,11 +109,60 @@ export class FineTuneHead implements INodeType {
 					[property]: await this.helpers.prepareBinaryData(exportModel(model), `${manifest.name}-v${manifest.version}.tlmodel`, 'application/octet-stream'),
 				};
 			}
-			return [[item]];
+			return [[item, ...leftOutItems()]];
 		} catch (error) {
-			const nodeError = toNodeError(this, error);
-			if (!this.continueOnFail()) throw nodeError;
-			return [[{ json: { error: nodeError.message, details: nodeError.description ?? undefined, skippedItems: skipped }, pairedItem: everyItem.map((i) => ({ item: i })) }]];
+			if (!this.continueOnFail()) throw toNodeError(this, error);
+			// One error item for the run, paired with every input item: n8n adds the first one's fields to
+			// it on the error output.
+			return [[...leftOutItems(), errorItem(this, error, everyItem.map((i) => ({ item: i })))]];
 		}
 	}
+}
+
+/**
+ * How the features fed to the node were made, which the model records so that Classify prepares
+ * images the same way. Items made differently from most of them are left out; the node's own
+ * Backbone, and Resize Mode when set, must agree with the rest.
+ */
+function sourceOfFeatures(
+	ctx: IExecuteFunctions,
+	itemIndices: number[],
+	configured: FeatureSource,
+	resizeModeSet: ResizeMode | undefined,
+	leaveOut: (error: unknown, itemIndex: number) => void,
+): FeatureSource {
+	const sources = new Map<number, FeatureSource | undefined>();
+	for (const i of itemIndices) {
+		try {
+			sources.set(i, readFeatureSource(ctx, i));
+		} catch (error) {
+			leaveOut(error, i);
+		}
+	}
+	const keyOf = (source: FeatureSource | undefined) => (source ? featureSourceKey(source) : '');
+	const counts = new Map<string, number>();
+	for (const source of sources.values()) counts.set(keyOf(source), (counts.get(keyOf(source)) ?? 0) + 1);
+	// The most common wins; a tie goes to the first item's.
+	const commonKey = [...counts].reduce((best, entry) => (entry[1] > best[1] ? entry : best), ['', -1])[0];
+	const common = [...sources.values()].find((source) => keyOf(source) === commonKey);
+	const origin = (source: FeatureSource | undefined) => (source ? describeFeatureSource(source) : 'no record of how (no "featureSource" field)');
+	for (const [i, source] of sources) {
+		if (keyOf(source) === commonKey) continue;
+		leaveOut(
+			new TransferLearningError(
+				`The features were made with ${origin(source)}, the other items' with ${origin(common)}`,
+				'Train on the output of one Extract Features node: the same Backbone, Resize Mode and L2-Normalise for every item',
+			),
+			i,
+		);
+	}
+	if (!common) return configured;
+	const mismatch = (setting: string, value: string) =>
+		new TransferLearningError(`The features were made with ${describeFeatureSource(common)}, but "${setting}" is set to ${value}`, `Set "${setting}" here as in Extract Features`);
+	if (backboneKey(common.backbone) !== backboneKey(configured.backbone)) throw mismatch('Backbone', describeBackbone(configured.backbone));
+	if (resizeModeSet && resizeModeSet !== common.resizeMode) {
+		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
+	}
+	// The head learns on unit vectors if either normalised them; Classify must then normalise too.
+	return { backbone: configured.backbone, resizeMode: common.resizeMode, l2Normalize: common.l2Normalize || configured.l2Normalize };
 }

@@ -63,10 +63,10 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 			options: [
 				backendOption,
 				batchSizeOption,
-				{ displayName: 'L2-Normalise Features', name: 'l2Normalize', type: 'boolean', default: false, description: 'Whether to scale feature vectors to length 1 before training (Classify does the same)' },
+				{ displayName: 'L2-Normalise Features', name: 'l2Normalize', type: 'boolean', default: false, description: 'Whether to scale feature vectors to length 1 before training (Classify does the same). Features Extract Features normalised count as normalised.' },
 				{ displayName: 'Output Model File', name: 'outputModelFile', type: 'boolean', default: false, description: 'Whether to attach the trained model as one binary file, to keep in S3, Drive or a database' },
 				{ displayName: 'Model File Property', name: 'modelBinaryProperty', type: 'string', default: 'model' },
-				resizeModeOption,
+				{ ...resizeModeOption, description: 'For features from Extract Features, the mode they were made with is saved with the model; set here, it must be the same' },
 			],
 		},
 	],

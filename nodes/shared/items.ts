@@ -1,4 +1,4 @@
-import type { IDataObject, IExecuteFunctions, INodeExecutionData } from 'n8n-workflow';
+import type { IDataObject, IExecuteFunctions, INodeExecutionData, IPairedItemData } from 'n8n-workflow';
 import { NodeOperationError } from 'n8n-workflow';
 import {
 	catalogBackbone,
@@ -7,9 +7,11 @@ import {
 	errorMessage,
 	extractFeatures,
 	l2Normalize,
+	parseFeatureSource,
 	TransferLearningError,
 	type Backbone,
 	type BackboneSpec,
+	type FeatureSource,
 	type HostAuth,
 	type NormalizationName,
 	type ResizeMode,
@@ -71,6 +73,17 @@ export function readFeatures(ctx: IExecuteFunctions, itemIndex: number, field: s
 	return Float32Array.from(value as number[]);
 }
 
+/**
+ * How the item's features were made, as Extract Features records it; undefined for vectors from
+ * elsewhere (a vector store, another tool), which are taken on trust when their length fits.
+ */
+export function readFeatureSource(ctx: IExecuteFunctions, itemIndex: number): FeatureSource | undefined {
+	const value = ctx.getInputData()[itemIndex].json[FEATURE_SOURCE_FIELD];
+	return value === undefined ? undefined : parseFeatureSource(value);
+}
+
+export const FEATURE_SOURCE_FIELD = 'featureSource';
+
 export interface FeatureRequest {
 	inputType: 'image' | 'features';
 	featuresField: string;
@@ -79,9 +92,14 @@ export interface FeatureRequest {
 	l2Normalize: boolean;
 }
 
+/** Batches of images held at once: enough for the backbone to decode one batch while it runs another. */
+const BATCHES_PER_CHUNK = 4;
+
 /**
- * Features for each listed item, or the error that item caused. Images are read and decoded
- * concurrently and run through the backbone in batches.
+ * Features for each listed item, or the error that item caused. Images are read (or downloaded)
+ * a chunk at a time, at most a batch of reads at once, the next chunk while the backbone works on
+ * this one: memory and connections stay bounded however many items come in. Rejects when the
+ * backbone cannot be loaded.
  */
 export async function gatherFeatures(
 	ctx: IExecuteFunctions,
@@ -99,37 +117,89 @@ export async function gatherFeatures(
 			}
 		});
 	} else {
-		const images = await Promise.allSettled(itemIndices.map((i) => readImage(ctx, i)));
-		const readable = images.flatMap((r, j) => (r.status === 'fulfilled' ? [j] : []));
-		results = images.map((r) => (r.status === 'rejected' ? (r.reason as Error) : new Error('pending')));
-		if (readable.length) {
-			const model = await backbone();
-			const extracted = await extractFeatures(
-				model,
-				readable.map((j) => (images[j] as PromiseFulfilledResult<Buffer>).value),
-				{ resizeMode: request.resizeMode, batchSize: request.batchSize },
-			);
-			readable.forEach((j, k) => (results[j] = extracted[k]));
+		results = new Array(itemIndices.length);
+		const chunkSize = request.batchSize * BATCHES_PER_CHUNK;
+		const read = (start: number) => settleLimited(itemIndices.slice(start, start + chunkSize), request.batchSize, (i) => readImage(ctx, i));
+		let model: Backbone | undefined;
+		let next = itemIndices.length ? read(0) : undefined;
+		for (let start = 0; start < itemIndices.length; start += chunkSize) {
+			const images = await next!;
+			const readable: number[] = [];
+			images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
+			// Loaded before more images are fetched, so that a backbone that fails costs no downloads.
+			if (readable.length) model ??= await backbone();
+			next = start + chunkSize < itemIndices.length ? read(start + chunkSize) : undefined;
+			if (readable.length) {
+				const extracted = await extractFeatures(
+					model!,
+					readable.map((k) => (images[k] as PromiseFulfilledResult<Buffer>).value),
+					{ resizeMode: request.resizeMode, batchSize: request.batchSize },
+				);
+				readable.forEach((k, j) => (results[start + k] = extracted[j]));
+			}
 		}
 	}
 	return request.l2Normalize ? results.map((r) => (r instanceof Error ? r : l2Normalize(r))) : results;
+}
+
+/** Promise.allSettled over `task` for each input, with at most `limit` tasks running at once. */
+async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+	const results: PromiseSettledResult<R>[] = new Array(inputs.length);
+	let next = 0;
+	const worker = async () => {
+		while (next < inputs.length) {
+			const k = next++;
+			results[k] = await task(inputs[k]).then(
+				(value) => ({ status: 'fulfilled', value }) as const,
+				(reason) => ({ status: 'rejected', reason }) as const,
+			);
+		}
+	};
+	await Promise.all(Array.from({ length: Math.min(limit, inputs.length) }, worker));
+	return results;
+}
+
+function asError(reason: unknown): Error {
+	return reason instanceof Error ? reason : new Error(String(reason));
 }
 
 export function toNodeError(ctx: IExecuteFunctions, error: unknown, itemIndex?: number): NodeOperationError {
 	if (error instanceof NodeOperationError) return error;
 	const where = itemIndex === undefined ? '' : `Item ${itemIndex}: `;
 	const hint = error instanceof TransferLearningError ? error.hint : undefined;
-	return new NodeOperationError(ctx.getNode(), `${where}${errorMessage(error)}`, { itemIndex, description: hint });
+	const message = `${where}${errorMessage(error)}`;
+	const nodeError = new NodeOperationError(ctx.getNode(), message, { itemIndex, description: hint });
+	// n8n swaps a message that mentions a system error code (ENOENT, ECONNREFUSED, ...) for a
+	// generic sentence that names neither the item nor the file or address; ours say both.
+	nodeError.message = message;
+	return nodeError;
 }
 
-/** Under Continue On Fail a failed item becomes an item carrying the error; otherwise the run stops. */
-export function failedItem(ctx: IExecuteFunctions, error: unknown, itemIndex: number): INodeExecutionData {
+/**
+ * The item n8n takes for an error: json holding only `error` and `details`. n8n sends such items to
+ * the node's error output under "Continue (using error output)", adding the fields of the input
+ * item they pair with; setting `item.error` instead would make n8n replace the json and lose the
+ * advice in `details`.
+ */
+export function errorItem(ctx: IExecuteFunctions, error: unknown, pairedItem: IPairedItemData | IPairedItemData[], itemIndex?: number): INodeExecutionData {
 	const nodeError = toNodeError(ctx, error, itemIndex);
-	if (!ctx.continueOnFail()) throw nodeError;
-	// n8n sends an item to the node's error output ("Continue (using error output)") when its json
-	// holds nothing but error, message and details; setting `item.error` instead would make n8n
-	// replace the json and lose the advice.
 	const json: IDataObject = { error: nodeError.message };
 	if (nodeError.description) json.details = nodeError.description;
-	return { json, pairedItem: { item: itemIndex } };
+	return { json, pairedItem };
+}
+
+/** Under Continue On Fail a failed item becomes an error item; otherwise the run stops, naming it. */
+export function failedItem(ctx: IExecuteFunctions, error: unknown, itemIndex: number): INodeExecutionData {
+	if (!ctx.continueOnFail()) throw toNodeError(ctx, error, itemIndex);
+	return errorItem(ctx, error, { item: itemIndex }, itemIndex);
+}
+
+/**
+ * A failure of the whole run (a parameter, the credential, the backbone). Under Continue On Fail it
+ * must still come out as error items: a node that throws makes n8n pass its input on through the
+ * success output as if nothing had failed.
+ */
+export function failedRun(ctx: IExecuteFunctions, error: unknown): INodeExecutionData[] {
+	if (!ctx.continueOnFail()) throw toNodeError(ctx, error);
+	return ctx.getInputData().map((_, i) => errorItem(ctx, error, { item: i }));
 }

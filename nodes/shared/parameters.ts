@@ -55,7 +55,7 @@ export function itemInputProperties(): INodeProperties[] {
 			name: 'featuresField',
 			type: 'string',
 			default: 'features',
-			description: 'Field holding the feature vector',
+			description: 'Field holding the feature vector. How it was made is read from the "featureSource" field Extract Features adds, and checked; vectors without one are taken on trust.',
 			displayOptions: { show: { inputType: ['features'] } },
 		},
 	];
