@@ -5,6 +5,7 @@ import { pathToFileURL, fileURLToPath } from 'node:url';
 import axios, { AxiosError } from 'axios';
 import { TransferLearningError, errorMessage } from './errors';
 import { sharePromise } from './memo';
+import { checkWeightPaths } from './paths';
 import { PUBLIC_MODEL_HOST, settings } from './settings';
 
 /** Sent with every request to a model host, for private hosts. */
@@ -180,6 +181,7 @@ function parseModelJson(bytes: Buffer, where: string): ModelArtifacts['modelJson
 	if (!json.modelTopology) {
 		throw new TransferLearningError(`${where} has no modelTopology (weights only)`, 'Point at a complete tfjs model.json');
 	}
+	checkWeightPaths(json.weightsManifest, where);
 	return json;
 }
 
