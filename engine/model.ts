@@ -93,27 +93,36 @@ export function featureSourceMismatch(trained: FeatureSource, given: FeatureSour
 	return same ? undefined : `The features were made with ${describeFeatureSource(given)}`;
 }
 
+const whole = (min: number, max: number) => z.number().int().min(min).max(max);
+const inputSide = whole(INPUT_SIZE_RANGE.min, INPUT_SIZE_RANGE.max);
+const layerName = z.string().max(200).optional();
+
+const backboneSchema = z.object({
+	id: z.string().max(MAX_ADDRESS_LENGTH + 'custom:'.length),
+	url: z.string().min(1).max(MAX_ADDRESS_LENGTH),
+	format: z.enum(['layers', 'graph', 'auto']),
+	inputSize: z.object({ height: inputSide, width: inputSide }),
+	normalization: z.enum(Object.keys(NORMALIZATIONS) as [NormalizationName, ...NormalizationName[]]),
+	featureLayer: layerName,
+	outputNode: layerName,
+}).superRefine((spec, ctx) => {
+	const problem = backboneProblem(spec);
+	if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+});
+const resizeModeSchema = z.enum(Object.keys(RESIZE_WORDS) as [ResizeMode, ...ResizeMode[]]);
+
+const featureSourceSchema = z.object({ backbone: backboneSchema, resizeMode: resizeModeSchema, l2Normalize: z.boolean() });
+
 /** Reads a feature source from item data, which anything upstream may have changed. */
 export function parseFeatureSource(value: unknown): FeatureSource {
-	const source = value as Partial<FeatureSource> | null;
-	const backbone = source?.backbone as Partial<BackboneSpec> | undefined;
-	const size = backbone?.inputSize;
-	const valid =
-		typeof backbone?.id === 'string' &&
-		typeof backbone.url === 'string' &&
-		['layers', 'graph', 'auto'].includes(backbone.format as string) &&
-		Number.isInteger(size?.height) &&
-		Number.isInteger(size?.width) &&
-		Object.hasOwn(NORMALIZATIONS, backbone.normalization as string) &&
-		Object.hasOwn(RESIZE_WORDS, source!.resizeMode as string) &&
-		typeof source!.l2Normalize === 'boolean';
-	if (!valid) {
+	const parsed = featureSourceSchema.safeParse(value);
+	if (!parsed.success) {
 		throw new TransferLearningError(
 			'The field "featureSource" is not what Extract Features writes',
 			'Pass the items from Extract Features on unchanged, or remove "featureSource" from them if the vectors come from elsewhere',
 		);
 	}
-	return source as FeatureSource;
+	return parsed.data;
 }
 
 export interface TrainedModel {
@@ -152,20 +161,8 @@ export function labelProblem(label: string): string | undefined {
 	return undefined;
 }
 
-const whole = (min: number, max: number) => z.number().int().min(min).max(max);
+/** Offset and length of an array in the weights file. */
 const span = z.tuple([whole(0, MODEL_LIMITS.headValues), whole(0, MODEL_LIMITS.headValues)]);
-const inputSide = whole(INPUT_SIZE_RANGE.min, INPUT_SIZE_RANGE.max);
-const layerName = z.string().max(200).optional();
-
-const backboneSchema = z.object({
-	id: z.string().max(MAX_ADDRESS_LENGTH + 'custom:'.length),
-	url: z.string().min(1).max(MAX_ADDRESS_LENGTH),
-	format: z.enum(['layers', 'graph', 'auto']),
-	inputSize: z.object({ height: inputSide, width: inputSide }),
-	normalization: z.enum(Object.keys(NORMALIZATIONS) as [NormalizationName, ...NormalizationName[]]),
-	featureLayer: layerName,
-	outputNode: layerName,
-});
 
 /**
  * What a manifest must hold. The fields Classify computes with are checked for type, range and
@@ -181,7 +178,7 @@ const manifestSchema = z
 		createdAt: z.string().max(64),
 		packageVersion: z.string().max(64),
 		backbone: backboneSchema,
-		resizeMode: z.enum(Object.keys(RESIZE_WORDS) as [ResizeMode, ...ResizeMode[]]),
+		resizeMode: resizeModeSchema,
 		l2Normalize: z.boolean(),
 		labels: z
 			.array(z.string().superRefine((label, ctx) => {
@@ -215,8 +212,6 @@ const manifestSchema = z
 			if (seen.has(label)) fail(['labels', i], `the label "${label.slice(0, 50)}" is listed twice`);
 			seen.add(label);
 		});
-		const backbone = backboneProblem(m.backbone as BackboneSpec);
-		if (backbone) fail(['backbone'], backbone);
 		for (const [path, message] of layoutProblems(m as unknown as ModelManifest)) fail(['head', ...path], message);
 	});
 
