@@ -176,7 +176,7 @@ test('A model file with 100,000 labels is refused; so is a manifest of 100 MB, u
 test('Weight files named in a model.json stay in its folder or URL prefix: a climbing, absolute or foreign name is refused before it is read', async () => {
 	// Local: the secret is a regular file beside the model's folder; read as weights, its size would show in the error.
 	const root = path.join(TEMP_DIR, 'climb');
-	mkdirSync(path.join(root, 'model'), { recursive: true });
+	cpSync(V1_025_DIR, path.join(root, 'model'), { recursive: true });
 	writeFileSync(path.join(root, 'secret.txt'), 'password=hunter2\n');
 	const modelJson = JSON.parse(readFileSync(V1_025, 'utf8'));
 	const withPath = (name: string) => ({ ...modelJson, weightsManifest: [{ ...modelJson.weightsManifest[0], paths: [name] }, ...modelJson.weightsManifest.slice(1)] });
