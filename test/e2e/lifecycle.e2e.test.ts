@@ -14,6 +14,8 @@ import { freePort } from '../../scripts/n8n-instance';
 
 const START_JS = path.join(REPO_ROOT, 'dist', 'scripts', 'start.js');
 const startFolder = path.join(TEMP_DIR, 'start');
+/** Every process a test saw, so that a failing test leaves nothing running. */
+const seen = new Set<number>();
 
 interface Launched {
 	root: ChildProcess;
@@ -41,6 +43,7 @@ async function launch(underNpm: boolean): Promise<Launched> {
 	root.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
 	root.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
 	const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => root.once('exit', (code, signal) => resolve({ code, signal })));
+	seen.add(root.pid!);
 	const launched = { root, ports, exit, output: () => output };
 	await waitFor('"n8n is ready" from start.js', () => /n8n is ready after/.test(output) || undefined, 240, launched);
 	return launched;
@@ -83,7 +86,9 @@ async function tree(launched: Launched): Promise<{ start: Proc; n8n: Proc; runne
 			const start = family.find((p) => p.args.includes('dist/scripts/start.js') && /node/.test(p.args.split(' ')[0]));
 			const n8n = start && family.find((p) => p.ppid === start.pid && p.args.includes('n8n start'));
 			const runner = n8n && family.find((p) => p.ppid === n8n.pid && p.args.includes('task-runner'));
-			return start && n8n && runner ? { start, n8n, runner } : undefined;
+			if (!start || !n8n || !runner) return undefined;
+			for (const p of [start, n8n, runner]) seen.add(p.pid);
+			return { start, n8n, runner };
 		},
 		30,
 		launched,
@@ -117,6 +122,14 @@ async function assertAllGone(launched: Launched, procs: Proc[], seconds: number)
 }
 
 after(async () => {
+	for (const pid of seen) {
+		if (!alive(pid)) continue;
+		try {
+			process.kill(pid, 'SIGKILL');
+		} catch {
+			// exited meanwhile
+		}
+	}
 	await fs.rm(TEMP_DIR, { recursive: true, force: true });
 });
 
