@@ -24,8 +24,8 @@ interface Launched {
 	output: () => string;
 }
 
-/** Runs start.js directly, or as the `start` script of a throwaway package under the real npm. */
-async function launch(underNpm: boolean): Promise<Launched> {
+/** Runs start.js directly, or as the `start` script of a throwaway package under the real npm; waits for "n8n is ready". */
+async function launch(underNpm: boolean, waitForReady = true): Promise<Launched> {
 	const ports = [await freePort(), await freePort()];
 	const env = { ...process.env, TL_START_FOLDER: startFolder, N8N_PORT: String(ports[0]), N8N_RUNNERS_BROKER_PORT: String(ports[1]), TL_MODEL_MIRROR: MIRROR_DIR };
 	let root: ChildProcess;
@@ -45,7 +45,7 @@ async function launch(underNpm: boolean): Promise<Launched> {
 	const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => root.once('exit', (code, signal) => resolve({ code, signal })));
 	seen.add(root.pid!);
 	const launched = { root, ports, exit, output: () => output };
-	await waitFor('"n8n is ready" from start.js', () => /n8n is ready after/.test(output) || undefined, 240, launched);
+	if (waitForReady) await waitFor('"n8n is ready" from start.js', () => /n8n is ready after/.test(output) || undefined, 240, launched);
 	return launched;
 }
 
@@ -160,4 +160,14 @@ test('when n8n dies, start.js stops its task runner, exits 1 and names the cause
 	assert.deepEqual(await launched.exit, { code: 1, signal: null });
 	assert.match(launched.output(), new RegExp(`n8n \\(pid ${n8n.pid}\\) was killed by SIGKILL; its output is above and in ${startFolder}/\\.n8n/logs/n8n\\.log`));
 	await assertAllGone(launched, [start, n8n, runner], 5);
+});
+
+test('when n8n dies while starting, start.js exits 1 at once and says so', { timeout: 300_000 }, async () => {
+	const launched = await launch(false, false);
+	const n8n = await waitFor('n8n to be spawned', () => processes().find((p) => p.args.includes('n8n start') && p.ppid === launched.root.pid), 120, launched);
+	seen.add(n8n.pid);
+	process.kill(n8n.pid, 'SIGKILL');
+	const exit = await Promise.race([launched.exit, new Promise((resolve) => setTimeout(() => resolve('still running 30 s later'), 30_000))]);
+	assert.deepEqual(exit, { code: 1, signal: null }, launched.output().slice(-3000));
+	assert.match(launched.output(), /n8n was killed by SIGKILL while starting/);
 });
