@@ -1,0 +1,30 @@
+/**
+ * The worker thread that trains a head, so that n8n's event loop keeps serving webhooks while it
+ * runs. trainHead (../head.ts) starts one per training and ends it when the result is in.
+ */
+import { parentPort } from 'node:worker_threads';
+import type { TrainingOptions } from '../head';
+import { train } from './train';
+
+export interface TrainRequest {
+	/** Every example's features, one after another: one buffer travels without a copy. */
+	features: Float32Array;
+	featureSize: number;
+	labels: string[];
+	classes: string[];
+	options: TrainingOptions;
+}
+
+parentPort!.once('message', (request: TrainRequest) => {
+	try {
+		const { features, featureSize, labels, classes, options } = request;
+		const rows = labels.map((_, i) => features.subarray(i * featureSize, (i + 1) * featureSize));
+		const result = train(rows, labels, classes, options, (progress) => parentPort!.postMessage({ type: 'progress', progress }));
+		const { head } = result;
+		const buffers = [head.mean, head.std, ...head.layers.flatMap((l) => [l.kernel, l.bias])].map((a) => a.buffer as ArrayBuffer);
+		parentPort!.postMessage({ type: 'done', result }, [...new Set(buffers)]);
+	} catch (error) {
+		const { message, stack, hint } = error as Error & { hint?: string };
+		parentPort!.postMessage({ type: 'error', message: message ?? String(error), stack, hint });
+	}
+});
