@@ -2,6 +2,7 @@
  * The worker thread that trains a head, so that n8n's event loop keeps serving webhooks while it
  * runs. trainHead (../head.ts) starts one per training and ends it when the result is in.
  */
+import { constants, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 import type { TrainingOptions } from '../head';
 import { train } from './train';
@@ -13,6 +14,17 @@ export interface TrainRequest {
 	labels: string[];
 	classes: string[];
 	options: TrainingOptions;
+}
+
+// Training is background work: on two cores it would otherwise take half of the CPU that webhook
+// requests need. On Linux a thread has its own nice value, so this lowers this thread only; elsewhere
+// it would lower the whole n8n process, so it is left alone there.
+if (process.platform === 'linux') {
+	try {
+		setPriority(constants.priority.PRIORITY_LOW);
+	} catch {
+		// Only latency is lost where a system refuses it.
+	}
 }
 
 parentPort!.once('message', (request: TrainRequest) => {
