@@ -34,7 +34,7 @@ const userFolder = path.join(TEMP_DIR, 'n8n');
 const trainingFolder = path.join(TEMP_DIR, 'data', 'training-images');
 const modelsDir = path.join(userFolder, '.n8n', 'transfer-learning', 'models', 'flowers');
 /** A head with a wide hidden layer and no early stopping: tens of seconds of training on two cores. */
-const LONG_TRAINING = { hiddenUnits: 1024, epochs: 60, patience: 60 };
+const LONG_TRAINING = { hiddenUnits: 1024, epochs: 100, patience: 100 };
 let n8n: RunningN8n;
 let options: StartOptions;
 /** n8n's log lines since the last start, for the training progress Fine-Tune Head reports. */
