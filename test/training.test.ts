@@ -43,8 +43,9 @@ test('training runs off the event loop and reports each epoch', async () => {
 	const maxLagMs = Math.max(...gaps);
 	console.log(`# ${seconds.toFixed(1)} s of training; longest gap between 5 ms timer ticks ${maxLagMs.toFixed(0)} ms, p99 ${percentile(gaps, 99).toFixed(0)} ms`);
 	assert.ok(seconds > 1, `training took only ${seconds} s: too short to tell`);
-	// Synchronous training held the loop for the whole run; GC and a busy machine account for tens of ms.
-	assert.ok(maxLagMs < 200, `the event loop was held for ${maxLagMs} ms`);
+	// Synchronous training held the loop for the whole run (seconds); on a busy machine the
+	// scheduler alone leaves gaps of a hundred milliseconds or two now and then.
+	assert.ok(maxLagMs < 500, `the event loop was held for ${maxLagMs} ms`);
 	const search = progress.filter((p) => p.phase === 'search');
 	const final = progress.filter((p) => p.phase === 'final');
 	assert.deepEqual(search.map((p) => p.epoch), result.history.map((h) => h.epoch));
