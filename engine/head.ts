@@ -133,7 +133,7 @@ export async function trainHead(
 			worker.on('message', (message: WorkerMessage) => {
 				if (message.type === 'progress') onProgress?.(message.progress);
 				else if (message.type === 'done') resolve(message.result);
-				else reject(Object.assign(message.hint ? new TransferLearningError(message.message, message.hint) : new Error(`Head training failed: ${message.message}`), { stack: message.stack }));
+				else reject(Object.assign(new Error(`Head training failed: ${message.message}`), { stack: message.stack }));
 			});
 			worker.on('error', reject);
 			worker.on('exit', (code) => reject(new Error(`The head training worker stopped (exit code ${code}) before it finished`)));
@@ -147,7 +147,7 @@ export async function trainHead(
 type WorkerMessage =
 	| { type: 'progress'; progress: TrainingProgress }
 	| { type: 'done'; result: TrainingResult }
-	| { type: 'error'; message: string; stack?: string; hint?: string };
+	| { type: 'error'; message: string; stack?: string };
 
 /** Class probabilities for each feature vector. */
 export function predictHead(head: Head, features: Float32Array[]): Float32Array[] {

@@ -36,7 +36,8 @@ parentPort!.once('message', (request: TrainRequest) => {
 		const buffers = [head.mean, head.std, ...head.layers.flatMap((l) => [l.kernel, l.bias])].map((a) => a.buffer as ArrayBuffer);
 		parentPort!.postMessage({ type: 'done', result }, [...new Set(buffers)]);
 	} catch (error) {
-		const { message, stack, hint } = error as Error & { hint?: string };
-		parentPort!.postMessage({ type: 'error', message: message ?? String(error), stack, hint });
+		// The examples were checked before the worker started: what fails here is a bug, sent back with its stack.
+		const { message, stack } = error as Error;
+		parentPort!.postMessage({ type: 'error', message: message ?? String(error), stack });
 	}
 });
