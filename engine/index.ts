@@ -21,7 +21,7 @@ export { classify, UNKNOWN_LABEL, type Prediction } from './classifier';
 export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
 export { TransferLearningError, errorMessage, redactPaths } from './errors';
 export { extractFeatures, l2Normalize, loadBackbone } from './features';
-export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingResult, type Head } from './head';
+export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingProgress, type TrainingResult, type Head } from './head';
 export { decodeImage, type ResizeMode } from './image';
 export { LruCache } from './lru';
 export { computeMetrics, type Metrics } from './metrics';
@@ -70,6 +70,8 @@ export async function saveTrainedModel(
 			examplesPerClass: trained.examplesPerClass,
 			trainCount: trained.trainCount,
 			validationCount: trained.validationCount,
+			finalTrainCount: trained.finalTrainCount,
+			finalEpochs: trained.finalEpochs,
 		},
 		head: trained.head,
 	});

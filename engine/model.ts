@@ -46,8 +46,12 @@ export interface ModelManifest {
 	bestEpoch: number;
 	trainingOptions: TrainingOptions;
 	examplesPerClass: Record<string, number>;
+	/** Examples the validation-split fit (which `metrics` and `history` describe) trained on. */
 	trainCount: number;
 	validationCount: number;
+	/** Examples and epochs of the saved head's own training; absent from manifests written before they were recorded. */
+	finalTrainCount?: number;
+	finalEpochs?: number;
 	head: HeadLayout;
 }
 
@@ -196,6 +200,8 @@ const manifestSchema = z
 		examplesPerClass: z.record(whole(0, Number.MAX_SAFE_INTEGER)),
 		trainCount: whole(0, Number.MAX_SAFE_INTEGER),
 		validationCount: whole(0, Number.MAX_SAFE_INTEGER),
+		finalTrainCount: whole(0, Number.MAX_SAFE_INTEGER).optional(),
+		finalEpochs: whole(0, Number.MAX_SAFE_INTEGER).optional(),
 		head: z.object({
 			mean: span,
 			std: span,

@@ -1,6 +1,8 @@
 /**
  * Trains a head on a dataset's `train` split and scores it on its `test` split.
- *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--hidden N]
+ *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--hidden N] [--seed S] [--seeds N]
+ * With --seeds N it trains N heads (seeds S, S+1, ...) on features extracted once, and reports the
+ * mean and spread: one run's figure moves by an image or two with the seed.
  * With --json the last line printed is one JSON object (other checks parse it).
  */
 import { readFileSync } from 'node:fs';
@@ -20,6 +22,7 @@ async function main() {
 			backend: { type: 'string' },
 			hidden: { type: 'string', default: '0' },
 			seed: { type: 'string', default: '42' },
+			seeds: { type: 'string', default: '1' },
 			json: { type: 'boolean', default: false },
 		},
 	});
@@ -39,29 +42,40 @@ async function main() {
 	const trainFeatures = await featuresOf(train);
 	const testFeatures = await featuresOf(test);
 	const extractSeconds = (Date.now() - started) / 1000;
-	const trained = await trainHead(trainFeatures, train.map((e) => e.label), { hiddenUnits: Number(values.hidden), seed: Number(values.seed) }, values.backend as BackendChoice | undefined);
-	const labels = trained.head.labels;
-	const predicted = predictHead(trained.head, testFeatures).map(argMax);
-	const metrics = computeMetrics(labels, test.map((e) => labels.indexOf(e.label)), predicted);
+	const seeds = Array.from({ length: Number(values.seeds) }, (_, i) => Number(values.seed) + i);
+	const runs = [];
+	for (const seed of seeds) {
+		const trained = await trainHead(trainFeatures, train.map((e) => e.label), { hiddenUnits: Number(values.hidden), seed });
+		const labels = trained.head.labels;
+		const predicted = predictHead(trained.head, testFeatures).map(argMax);
+		const metrics = computeMetrics(labels, test.map((e) => labels.indexOf(e.label)), predicted);
+		runs.push({ seed, accuracy: metrics.accuracy, macroF1: metrics.macroF1, validationAccuracy: trained.metrics.accuracy, bestEpoch: trained.bestEpoch });
+	}
+	const accuracies = runs.map((r) => r.accuracy);
 	const result = {
 		dataset: values.data,
 		backbone: backbone.spec.id,
 		backend: backbone.backend.name,
-		accuracy: metrics.accuracy,
-		macroF1: metrics.macroF1,
+		/** Means over the seeds. */
+		accuracy: mean(accuracies),
+		macroF1: mean(runs.map((r) => r.macroF1)),
+		accuracySpread: { min: Math.min(...accuracies), max: Math.max(...accuracies), std: Math.sqrt(mean(accuracies.map((a) => (a - mean(accuracies)) ** 2))) },
+		runs,
 		trainCount: train.length,
 		testCount: test.length,
-		validationAccuracy: trained.metrics.accuracy,
-		bestEpoch: trained.bestEpoch,
 		extractSeconds,
 		imagesPerSecond: (train.length + test.length) / extractSeconds,
 	};
 	if (!values.json) {
-		console.log(`${result.backbone} on ${result.dataset} (${result.backend}): accuracy ${metrics.accuracy.toFixed(3)}, macro-F1 ${metrics.macroF1.toFixed(3)}`);
-		console.log(`train ${result.trainCount}, test ${result.testCount}, best epoch ${result.bestEpoch}, ${result.imagesPerSecond.toFixed(1)} images/s`);
+		const { min, max, std } = result.accuracySpread;
+		console.log(`${result.backbone} on ${result.dataset} (${result.backend}): accuracy ${result.accuracy.toFixed(3)} (${runs.length} seeds: min ${min.toFixed(3)}, max ${max.toFixed(3)}, sd ${std.toFixed(3)}), macro-F1 ${result.macroF1.toFixed(3)}`);
+		for (const r of runs) console.log(`  seed ${r.seed}: accuracy ${r.accuracy.toFixed(3)}, macro-F1 ${r.macroF1.toFixed(3)}, best epoch ${r.bestEpoch}`);
+		console.log(`train ${result.trainCount}, test ${result.testCount}, ${result.imagesPerSecond.toFixed(1)} images/s`);
 	}
 	console.log(JSON.stringify(result));
 }
+
+const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 
 main().catch((error) => {
 	console.error(error instanceof Error ? error.message : error);

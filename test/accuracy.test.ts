@@ -5,33 +5,51 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
+const SEEDS = 3;
+
 /**
  * Accuracy on real data through the evaluation command itself (its output is a contract other
- * checks parse): train on `train`, score on `test`, with the mirror's real backbones.
+ * checks parse): train on `train`, score on `test`, with the mirror's real backbones, averaged
+ * over several seeds: one run moves by an image or two with the seed.
  */
 async function evaluate(dataset: string, backbone: string) {
 	const { stdout } = await promisify(execFile)(
 		process.execPath,
-		[path.join(REPO_ROOT, 'dist', 'scripts', 'eval.js'), '--data', path.join(DATASETS_DIR, dataset), '--backbone', backbone, '--json'],
+		[path.join(REPO_ROOT, 'dist', 'scripts', 'eval.js'), '--data', path.join(DATASETS_DIR, dataset), '--backbone', backbone, '--seeds', String(SEEDS), '--json'],
 		{ env: process.env, maxBuffer: 1 << 20 },
 	);
 	const last = stdout.trim().split('\n').pop()!;
-	return JSON.parse(last) as { accuracy: number; macroF1: number; backbone: string; trainCount: number; testCount: number };
+	return JSON.parse(last) as {
+		accuracy: number;
+		macroF1: number;
+		accuracySpread: { min: number; max: number; std: number };
+		runs: { seed: number; accuracy: number }[];
+		backbone: string;
+		trainCount: number;
+		testCount: number;
+	};
 }
 
+/**
+ * Thresholds on the mean of the seeds, about 2.5 standard deviations of a single run under the
+ * mean of 10 seeds (42-51) measured with `npm run eval -- --seeds 10`:
+ * flowers5/v1 0.25 0.806 (sd 0.014), cats_vs_dogs/v1 0.25 0.935 (sd 0.017), flowers5/v1 0.75 0.823 (sd 0.016).
+ */
 const targets: [string, string, number][] = [
-	['flowers5', 'mobilenet_v1_0.25_224', 0.78],
-	['cats_vs_dogs', 'mobilenet_v1_0.25_224', 0.9],
-	['flowers5', 'mobilenet_v1_0.75_224', 0.8],
+	['flowers5', 'mobilenet_v1_0.25_224', 0.77],
+	['cats_vs_dogs', 'mobilenet_v1_0.25_224', 0.89],
+	['flowers5', 'mobilenet_v1_0.75_224', 0.78],
 ];
 
 for (const [dataset, backbone, target] of targets) {
-	test(`${dataset} with ${backbone}: test accuracy >= ${target}`, async () => {
+	test(`${dataset} with ${backbone}: mean test accuracy over ${SEEDS} seeds >= ${target}`, async () => {
 		const result = await evaluate(dataset, backbone);
-		console.log(`# ${dataset} ${backbone}: accuracy ${result.accuracy.toFixed(3)}, macro-F1 ${result.macroF1.toFixed(3)}`);
+		const { min, max, std } = result.accuracySpread;
+		console.log(`# ${dataset} ${backbone}: accuracy ${result.accuracy.toFixed(3)} (seeds ${result.runs.map((r) => `${r.seed}: ${r.accuracy.toFixed(3)}`).join(', ')}; min ${min.toFixed(3)}, max ${max.toFixed(3)}, sd ${std.toFixed(3)}), macro-F1 ${result.macroF1.toFixed(3)}`);
 		assert.equal(result.backbone, backbone);
+		assert.equal(result.runs.length, SEEDS);
 		assert.equal(result.trainCount + result.testCount, dataset === 'flowers5' ? 400 : 200);
 		assert.ok(result.macroF1 > 0 && result.macroF1 <= 1);
-		assert.ok(result.accuracy >= target, `accuracy ${result.accuracy} < ${target}`);
+		assert.ok(result.accuracy >= target, `mean accuracy ${result.accuracy} < ${target}`);
 	});
 }

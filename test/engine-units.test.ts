@@ -14,10 +14,8 @@ import {
 	saveTrainedModel,
 	trainHead,
 	catalogBackbone,
-	tf,
 	TransferLearningError,
 	UNKNOWN_LABEL,
-	useBackend,
 	type TrainingResult,
 } from '../engine';
 import { seededRandom } from '../engine/random';
@@ -69,13 +67,10 @@ test('the mirror replaces the public host only, as a folder or as a base URL', (
 	assert.equal(applyMirror(url, ''), url);
 });
 
-test('head training learns separable classes, reproducibly for a seed, without leaking tensors', async () => {
+test('head training learns separable classes, reproducibly for a seed', async () => {
 	const { features, labels } = blobs(30, ['cat', 'dog', 'fox']);
-	await useBackend();
-	const before = tf.memory().numTensors;
 	const first = await trainHead(features, labels, { seed: 7, learningRate: 0.01 });
 	const again = await trainHead(features, labels, { seed: 7, learningRate: 0.01 });
-	assert.equal(tf.memory().numTensors, before);
 	assert.deepEqual(first.head.labels, ['cat', 'dog', 'fox']);
 	assert.ok(first.metrics.accuracy >= 0.9, `validation accuracy ${first.metrics.accuracy}`);
 	assert.equal(first.evaluatedOn, 'validation');
@@ -95,17 +90,6 @@ test('a hidden layer and no validation split also train', async () => {
 	assert.equal(result.evaluatedOn, 'training');
 	assert.equal(result.history.length, 60);
 	assert.ok(result.metrics.accuracy > 0.9, `training accuracy ${result.metrics.accuracy}`);
-});
-
-test('balanced class weights keep a rare class from being ignored', async () => {
-	const common = blobs(60, ['common', 'rare'], 8, 3);
-	// keep only 6 of the rare class
-	const keep = common.labels.map((l, i) => l === 'common' || i < 60 + 6);
-	const features = common.features.filter((_, i) => keep[i]);
-	const labels = common.labels.filter((_, i) => keep[i]);
-	const result = await trainHead(features, labels, { validationSplit: 0, epochs: 40 });
-	const rare = classify(result.head, features.filter((_, i) => labels[i] === 'rare'));
-	assert.ok(rare.filter((p) => p.label === 'rare').length >= 5);
 });
 
 test('training refuses one class, too few examples, and mismatched feature lengths with advice', async () => {

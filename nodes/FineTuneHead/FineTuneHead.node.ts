@@ -76,11 +76,19 @@ export class FineTuneHead implements INodeType {
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
 
+			let lastLog = 0;
 			const trained = await trainHead(
 				usable.map((j) => features[j] as Float32Array),
 				usable.map((j) => labels[labelled[j]]),
 				training,
-				options.backend,
+				(p) => {
+					// The first epoch of each phase, then at most one line a second.
+					if (p.epoch > 1 && Date.now() - lastLog < 1000) return;
+					lastLog = Date.now();
+					const validation = p.validationLoss === undefined ? '' : `, validation loss ${p.validationLoss.toFixed(4)}, validation accuracy ${p.validationAccuracy!.toFixed(3)}`;
+					const phase = p.phase === 'search' ? 'on the training split' : 'on every example (the saved head)';
+					this.logger.info(`Fine-Tune Head "${modelName}": epoch ${p.epoch}/${p.epochs} ${phase}, loss ${p.loss.toFixed(4)}, accuracy ${p.accuracy.toFixed(3)}${validation}`);
+				},
 			);
 			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, source);
 			const { manifest } = model;
@@ -95,6 +103,8 @@ export class FineTuneHead implements INodeType {
 					examplesPerClass: manifest.examplesPerClass,
 					trainCount: manifest.trainCount,
 					validationCount: manifest.validationCount,
+					finalTrainCount: manifest.finalTrainCount,
+					finalEpochs: manifest.finalEpochs,
 					bestEpoch: manifest.bestEpoch,
 					backbone: manifest.backbone.id,
 					metrics: manifest.metrics as unknown as IDataObject,

@@ -1,0 +1,43 @@
+/**
+ * The worker thread that trains a head, so that n8n's event loop keeps serving webhooks while it
+ * runs. trainHead (../head.ts) starts one per training and ends it when the result is in.
+ */
+import { constants, setPriority } from 'node:os';
+import { parentPort } from 'node:worker_threads';
+import type { TrainingOptions } from '../head';
+import { train } from './train';
+
+export interface TrainRequest {
+	/** Every example's features, one after another: one buffer travels without a copy. */
+	features: Float32Array;
+	featureSize: number;
+	labels: string[];
+	classes: string[];
+	options: TrainingOptions;
+}
+
+// Training is background work: on two cores it would otherwise take half of the CPU that webhook
+// requests need. On Linux a thread has its own nice value, so this lowers this thread only; elsewhere
+// it would lower the whole n8n process, so it is left alone there.
+if (process.platform === 'linux') {
+	try {
+		setPriority(constants.priority.PRIORITY_LOW);
+	} catch {
+		// Only latency is lost where a system refuses it.
+	}
+}
+
+parentPort!.once('message', (request: TrainRequest) => {
+	try {
+		const { features, featureSize, labels, classes, options } = request;
+		const rows = labels.map((_, i) => features.subarray(i * featureSize, (i + 1) * featureSize));
+		const result = train(rows, labels, classes, options, (progress) => parentPort!.postMessage({ type: 'progress', progress }));
+		const { head } = result;
+		const buffers = [head.mean, head.std, ...head.layers.flatMap((l) => [l.kernel, l.bias])].map((a) => a.buffer as ArrayBuffer);
+		parentPort!.postMessage({ type: 'done', result }, [...new Set(buffers)]);
+	} catch (error) {
+		// The examples were checked before the worker started: what fails here is a bug, sent back with its stack.
+		const { message, stack } = error as Error;
+		parentPort!.postMessage({ type: 'error', message: message ?? String(error), stack });
+	}
+});

@@ -1,0 +1,164 @@
+import { TEMP_DIR } from './helpers/env';
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { classify, predictHead, tf, trainHead, useBackend, type Head, type TrainingProgress } from '../engine';
+import { seededRandom, shuffleInPlace } from '../engine/random';
+import { percentile } from '../scripts/percentile';
+
+/** Gaussian blobs, one per class, `separation` apart along the class's own axis. */
+function blobs(counts: Record<string, number>, dims: number, seed: number, separation = 3, noise = 0.7) {
+	const random = seededRandom(seed);
+	const gaussian = () => Math.sqrt(-2 * Math.log(random() + 1e-12)) * Math.cos(2 * Math.PI * random());
+	const features: Float32Array[] = [];
+	const labels: string[] = [];
+	Object.entries(counts).forEach(([label, n], c) => {
+		for (let i = 0; i < n; i++) {
+			features.push(Float32Array.from({ length: dims }, (_, d) => (d === c % dims ? separation : 0) + gaussian() * noise));
+			labels.push(label);
+		}
+	});
+	return { features, labels };
+}
+
+test('training runs off the event loop and reports each epoch', async () => {
+	// Big enough to hold a core for well over a second.
+	const { features, labels } = blobs({ a: 400, b: 400, c: 400 }, 512, 1, 1, 1);
+	const progress: TrainingProgress[] = [];
+	// A 5 ms timer: the gaps between its ticks are how long the event loop was held.
+	const gaps: number[] = [];
+	let last = performance.now();
+	const timer = setInterval(() => {
+		const now = performance.now();
+		gaps.push(now - last);
+		last = now;
+	}, 5);
+	const started = performance.now();
+	const result = await trainHead(features, labels, { hiddenUnits: 64, epochs: 30, patience: 100 }, (p) => progress.push(p));
+	const seconds = (performance.now() - started) / 1000;
+	clearInterval(timer);
+	gaps.push(performance.now() - last);
+	const maxLagMs = Math.max(...gaps);
+	console.log(`# ${seconds.toFixed(1)} s of training; longest gap between 5 ms timer ticks ${maxLagMs.toFixed(0)} ms, p99 ${percentile(gaps, 99).toFixed(0)} ms`);
+	assert.ok(seconds > 1, `training took only ${seconds} s: too short to tell`);
+	// Synchronous training held the loop for the whole run (seconds); on a busy machine the
+	// scheduler alone leaves gaps of a hundred milliseconds or two now and then.
+	assert.ok(maxLagMs < 500, `the event loop was held for ${maxLagMs} ms`);
+	const search = progress.filter((p) => p.phase === 'search');
+	const final = progress.filter((p) => p.phase === 'final');
+	assert.deepEqual(search.map((p) => p.epoch), result.history.map((h) => h.epoch));
+	assert.deepEqual(final.map((p) => p.epoch), Array.from({ length: result.finalEpochs }, (_, i) => i + 1));
+	assert.ok(progress.every((p) => Number.isFinite(p.loss) && p.epochs >= p.epoch));
+	assert.ok(search.every((p) => p.validationLoss !== undefined) && final.every((p) => p.validationLoss === undefined));
+});
+
+test('the same examples in another order train the same head', async () => {
+	const { features, labels } = blobs({ cat: 25, dog: 25, fox: 25 }, 8, 2, 2);
+	const order = shuffleInPlace(features.map((_, i) => i), seededRandom(99));
+	const first = await trainHead(features, labels, { seed: 5 });
+	const shuffled = await trainHead(order.map((i) => features[i]), order.map((i) => labels[i]), { seed: 5 });
+	assert.deepEqual(shuffled.head, first.head);
+	assert.deepEqual(shuffled.metrics, first.metrics);
+	assert.deepEqual(shuffled.history, first.history);
+});
+
+test('the history holds every epoch, the one that stopped training included', async () => {
+	const { features, labels } = blobs({ a: 30, b: 30 }, 8, 3);
+	const result = await trainHead(features, labels, { epochs: 500, patience: 4, learningRate: 0.05 });
+	assert.ok(result.history.length < 500, 'early stopping fired');
+	assert.deepEqual(result.history.map((h) => h.epoch), Array.from({ length: result.history.length }, (_, i) => i + 1));
+	assert.equal(result.history.at(-1)!.epoch, result.bestEpoch + 4);
+	// The best epoch's validation loss is the lowest recorded.
+	const best = result.history[result.bestEpoch - 1].validationLoss!;
+	assert.ok(result.history.every((h) => h.validationLoss! >= best - 1e-4));
+});
+
+test('the counts say what each figure was measured on', async () => {
+	const { features, labels } = blobs({ a: 20, b: 20, c: 20 }, 8, 4);
+	const split = await trainHead(features, labels, { epochs: 20, patience: 100 });
+	assert.equal(split.evaluatedOn, 'validation');
+	assert.equal(split.validationCount, 12);
+	assert.equal(split.trainCount, 48);
+	assert.equal(split.metrics.count, split.validationCount, 'metrics are validation metrics');
+	assert.equal(split.finalTrainCount, 60, 'the saved head learned from every example');
+	assert.equal(split.finalEpochs, 2 * split.bestEpoch);
+	const whole = await trainHead(features, labels, { epochs: 20, validationSplit: 0 });
+	assert.equal(whole.evaluatedOn, 'training');
+	assert.deepEqual([whole.trainCount, whole.validationCount, whole.finalTrainCount, whole.finalEpochs, whole.metrics.count], [60, 0, 60, 20, 60]);
+});
+
+test('labels that Classify could not route are refused, naming the label', async () => {
+	const { features } = blobs({ a: 2, b: 2 }, 4, 5);
+	const expect = async (labels: string[], message: RegExp, hint: RegExp) =>
+		assert.rejects(trainHead(features, labels), (e: Error & { hint?: string }) => {
+			assert.match(e.message, message);
+			assert.match(e.hint ?? '', hint);
+			return true;
+		});
+	await expect(['cat', 'cat', 'unknown', 'unknown'], /Example 2 has the label "unknown", which cannot be used: "unknown" is reserved/, /Rename that class/);
+	await expect(['cat', 'cat', 'red, white', 'red, white'], /Example 2 has the label "red, white", which cannot be used: it holds a comma/, /Class Names are separated by commas/);
+	await expect(['cat', '', 'dog', 'dog'], /Example 1 has the label "", which cannot be used: it is empty/, /Rename that class/);
+	await expect(['cat', 'cat', '  ', 'dog'], /Example 2 has the label "  ", which cannot be used: it is empty/, /Rename that class/);
+});
+
+test('balanced class weights keep a rare class from being ignored; without them it mostly is', async () => {
+	// Overlapping classes, 10 to 1: unweighted, the boundary moves towards the rare class.
+	const { features, labels } = blobs({ common: 100, rare: 10 }, 2, 4, 1.5, 1);
+	const fresh = blobs({ common: 0, rare: 300 }, 2, 104, 1.5, 1).features;
+	const recall = async (classWeights: 'balanced' | 'none') => {
+		const { head } = await trainHead(features, labels, { validationSplit: 0, epochs: 60, dropout: 0, learningRate: 0.01, classWeights });
+		return classify(head, fresh).filter((p) => p.label === 'rare').length / fresh.length;
+	};
+	const balanced = await recall('balanced');
+	const none = await recall('none');
+	console.log(`# recall of the rare class: balanced ${balanced.toFixed(2)}, none ${none.toFixed(2)}`);
+	assert.ok(balanced >= 0.7, `balanced recall ${balanced}`);
+	assert.ok(none <= 0.6, `unweighted recall ${none}`);
+});
+
+/** A two-layer head with fixed random weights. */
+function randomHead(seed: number): Head {
+	const random = seededRandom(seed);
+	const values = (n: number, scale = 1) => Float32Array.from({ length: n }, () => (random() * 2 - 1) * scale);
+	return {
+		labels: ['a', 'b', 'c'],
+		featureSize: 6,
+		mean: values(6),
+		std: values(6).map((v) => 1 + Math.abs(v)),
+		layers: [
+			{ units: 4, activation: 'relu', kernel: values(24), bias: values(4, 0.1) },
+			{ units: 3, activation: 'softmax', kernel: values(12), bias: values(3, 0.1) },
+		],
+	};
+}
+
+test('predictHead in plain JS gives what TF.js computes', async () => {
+	const head = randomHead(6);
+	const inputs = Array.from({ length: 5 }, (_, i) => Float32Array.from({ length: 6 }, (_, j) => Math.sin(i * 6 + j)));
+	await useBackend('cpu');
+	const expected = tf.tidy(() => {
+		let x = tf.div<tf.Tensor2D>(tf.sub(tf.tensor2d(inputs.map((f) => Array.from(f))), head.mean), head.std);
+		x = tf.relu(tf.add<tf.Tensor2D>(tf.matMul(x, tf.tensor2d(head.layers[0].kernel, [6, 4])), head.layers[0].bias));
+		return tf.softmax(tf.add<tf.Tensor2D>(tf.matMul(x, tf.tensor2d(head.layers[1].kernel, [4, 3])), head.layers[1].bias)).arraySync() as number[][];
+	});
+	predictHead(head, inputs).forEach((p, i) => p.forEach((v, j) => assert.ok(Math.abs(v - expected[i][j]) < 1e-6, `${i},${j}: ${v} vs ${expected[i][j]}`)));
+});
+
+test('a head classifies in a process where no TF.js backend was ever initialised', () => {
+	// What Classify meets after an n8n restart when the backbone runs on ONNX Runtime.
+	const file = path.join(TEMP_DIR, 'head.json');
+	const head = randomHead(7);
+	writeFileSync(file, JSON.stringify(head, (_, v) => (v instanceof Float32Array ? Array.from(v) : v)));
+	const script = `
+		const { classify } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
+		const h = JSON.parse(require('fs').readFileSync(${JSON.stringify(file)}, 'utf8'));
+		for (const k of ['mean', 'std']) h[k] = Float32Array.from(h[k]);
+		for (const l of h.layers) { l.kernel = Float32Array.from(l.kernel); l.bias = Float32Array.from(l.bias); }
+		console.log(JSON.stringify(classify(h, [new Float32Array(6).fill(0.5)])[0]));`;
+	const output = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }));
+	const [expected] = classify(head, [new Float32Array(6).fill(0.5)]);
+	assert.equal(output.label, expected.label);
+	assert.ok(Math.abs(output.confidence - expected.confidence) < 1e-7);
+});
