@@ -98,7 +98,7 @@ export function loadTextEncoder(spec: TextBackboneSpec, options: TextLoadOptions
 /** Why `value` cannot be embedded, or undefined when it can. */
 export function textProblem(value: unknown): TransferLearningError | undefined {
 	if (typeof value !== 'string') {
-		const what = value === null ? 'null' : Array.isArray(value) ? 'a list' : value === undefined ? 'missing' : `a ${typeof value}`;
+		const what = value === null ? 'null' : Array.isArray(value) ? 'a list' : value === undefined ? 'missing' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 		return new TransferLearningError(`The text is ${what}, not a string`, 'Set "Text" to an expression that gives the item\'s text, e.g. {{ $json.text }}, or turn the value into text with {{ String(...) }}');
 	}
 	if (!value.trim()) return new TransferLearningError('The text is empty', 'Give the item some text, or filter out empty items before this node');
