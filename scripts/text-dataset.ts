@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { parse } from 'csv-parse/sync';
 
 export interface LabelledText {
@@ -29,4 +30,14 @@ export function samplePerClass<T extends { label: string }>(examples: T[], perCl
 		indices.slice(0, perClass).forEach((i) => chosen.add(i));
 	}
 	return examples.filter((_, i) => chosen.has(i));
+}
+
+const csvField = (value: string) => (/[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value);
+
+/** Writes the `train` rows of a `text,label,split` CSV as `text,label`: what the ticket example trains on. */
+export async function writeTrainSplit(source: string, target: string): Promise<number> {
+	const rows = readTextDataset(source).filter((e) => e.split === 'train');
+	await fs.mkdir(path.dirname(target), { recursive: true });
+	await fs.writeFile(target, ['text,label', ...rows.map((e) => `${csvField(e.text)},${csvField(e.label)}`)].join('\n') + '\n');
+	return rows.length;
 }
