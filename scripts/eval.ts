@@ -4,6 +4,7 @@
  * With --seeds N it trains N heads (seeds S, S+1, ...) on features extracted once, and reports the
  * mean and spread: one run's figure moves by an image or two with the seed.
  * With --json the last line printed is one JSON object (other checks parse it).
+ * A .csv of texts (`text,label,split`) goes to eval-text.ts, which adds a TF-IDF baseline.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -13,6 +14,7 @@ import { argMax, predictHead, trainHead } from '../engine/head';
 import { computeMetrics } from '../engine/metrics';
 import type { BackendChoice } from '../engine/settings';
 import { readDataset } from './dataset';
+import { evalText } from './eval-text';
 
 async function main() {
 	const { values } = parseArgs({
@@ -24,9 +26,12 @@ async function main() {
 			seed: { type: 'string', default: '42' },
 			seeds: { type: 'string', default: '1' },
 			json: { type: 'boolean', default: false },
+			seeds: { type: 'string', default: '1' },
+			'per-class': { type: 'string' },
 		},
 	});
-	if (!values.data) throw new Error('usage: npm run eval -- --data DIR --backbone ID [--json]');
+	if (!values.data) throw new Error('usage: npm run eval -- --data DIR|FILE.csv --backbone ID [--json]');
+	if (values.data.endsWith('.csv')) return evalText({ ...values, data: values.data, perClass: values['per-class'] });
 	const examples = readDataset(values.data);
 	const train = examples.filter((e) => e.split === 'train');
 	const test = examples.filter((e) => e.split === 'test');
