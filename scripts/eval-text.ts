@@ -45,7 +45,7 @@ export async function evalText(args: TextEvalArgs) {
 	const vectors = new Map<LabelledText, Float32Array>(train.map((e, i) => [e, trainFeatures[i]]));
 
 	const score = async (features: Float32Array[], labels: string[], testSet: Float32Array[], seed: number) => {
-		const trained = await trainHead(features, labels, { hiddenUnits: Number(args.hidden ?? 0), seed }, backend);
+		const trained = await trainHead(features, labels, { hiddenUnits: Number(args.hidden ?? 0), seed });
 		const classes = trained.head.labels;
 		const predicted = predictHead(trained.head, testSet).map(argMax);
 		return { trained, metrics: computeMetrics(classes, test.map((e) => classes.indexOf(e.label)), predicted) };

@@ -26,7 +26,6 @@ async function main() {
 			seed: { type: 'string', default: '42' },
 			seeds: { type: 'string', default: '1' },
 			json: { type: 'boolean', default: false },
-			seeds: { type: 'string', default: '1' },
 			'per-class': { type: 'string' },
 		},
 	});

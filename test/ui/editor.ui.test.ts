@@ -66,17 +66,22 @@ after(async () => {
 	else await fs.rm(SCREENSHOTS, { recursive: true, force: true });
 });
 
-/**
- * Opens the node creator after a manual trigger, as when adding a step, searches it, and returns
- * the node names listed once `expected` shows up or the search has had 10 s to settle.
- */
-async function searchNodeCreator(query: string, expected: string): Promise<string[]> {
+/** An empty workflow with a manual trigger, and the node creator open for the next step. */
+async function openNodeCreatorAfterTrigger(): Promise<void> {
 	await page.goto(`${n8n.url}workflow/new`);
 	// An empty workflow first asks for a trigger; the nodes are offered for the step after it.
 	await page.getByTestId('node-creator-plus-button').click();
 	await page.getByText('Trigger manually').click();
 	await page.keyboard.press('Escape');
 	await page.getByTestId('node-creator-plus-button').click();
+}
+
+/**
+ * Opens the node creator after a manual trigger, as when adding a step, searches it, and returns
+ * the node names listed once `expected` shows up or the search has had 10 s to settle.
+ */
+async function searchNodeCreator(query: string, expected: string): Promise<string[]> {
+	await openNodeCreatorAfterTrigger();
 	await page.getByPlaceholder('Search nodes...').fill(query);
 	const names = page.getByTestId('node-creator-item-name');
 	await names.getByText(expected, { exact: true }).first().waitFor({ timeout: 10_000 }).catch(() => {});
@@ -100,3 +105,18 @@ for (const [query, expected] of searches) {
 		});
 	});
 }
+
+test('the nodes are listed under AI > Other AI Nodes > Miscellaneous', async () => {
+	await step('browse-ai-miscellaneous', async () => {
+		await openNodeCreatorAfterTrigger();
+		const names = page.getByTestId('node-creator-item-name');
+		for (const level of ['AI', 'Other AI Nodes', 'Miscellaneous']) {
+			// Each level slides in over the last; clicking mid-slide lands on the wrong row.
+			await page.waitForTimeout(800);
+			await names.getByText(level, { exact: true }).filter({ visible: true }).last().dispatchEvent('click');
+		}
+		await names.getByText('Classify', { exact: true }).waitFor();
+		const listed = (await names.allTextContents()).map((t) => t.trim());
+		for (const node of ['Classify', 'Extract Features', 'Fine-Tune Head']) assert.ok(listed.includes(node), `Miscellaneous lists: ${listed.join(', ')}`);
+	});
+});
