@@ -42,3 +42,41 @@ export async function serveFolder(
 			}),
 	};
 }
+
+export interface Canary {
+	port: number;
+	/** Connections accepted and requests answered since the last reset. */
+	connections: number;
+	requests: number;
+	reset(): void;
+	close(): Promise<void>;
+}
+
+/**
+ * An internal service that must never be reached: it listens on every loopback address (IPv4 and
+ * IPv6, one port) and counts connections as well as requests, so that a refusal is seen to come
+ * before any connection.
+ */
+export async function startCanary(): Promise<Canary> {
+	const server = http.createServer((_req, res) => {
+		canary.requests++;
+		res.writeHead(200, { 'content-type': 'text/plain' }).end('internal secret');
+	});
+	server.on('connection', () => canary.connections++);
+	await new Promise<void>((resolve) => server.listen(0, '::', resolve));
+	const canary: Canary = {
+		port: (server.address() as AddressInfo).port,
+		connections: 0,
+		requests: 0,
+		reset() {
+			canary.connections = 0;
+			canary.requests = 0;
+		},
+		close: () =>
+			new Promise((resolve) => {
+				server.close(() => resolve());
+				server.closeAllConnections();
+			}),
+	};
+	return canary;
+}
