@@ -222,3 +222,162 @@ test("model downloads follow n8n's SSRF setting: a loopback mirror works while i
 		await mirror.close();
 	}
 });
+
+/** Runs with the loopback image servers allowed, as an administrator would allow an internal host. */
+const allowLoopback = <T>(run: () => Promise<T>) => withEnv({ N8N_SSRF_ALLOWED_IP_RANGES: '127.0.0.1/32' }, run);
+
+test('an image trickling a byte a second stops at the total deadline, not at an idle timeout', async () => {
+	const server = await serveFolder(DATASETS_DIR, (urlPath, _req, res) => {
+		if (urlPath !== '/trickle') return false;
+		res.writeHead(200, { 'content-type': 'image/jpeg' }).write(photo.bytes.subarray(0, 16));
+		let at = 16;
+		const timer = setInterval(() => (res.destroyed ? clearInterval(timer) : res.write(photo.bytes.subarray(at, ++at))), 1000);
+		res.on('close', () => clearInterval(timer));
+		return true;
+	});
+	try {
+		await allowLoopback(() =>
+			withEnv({ TL_IMAGE_TIMEOUT_S: '2' }, async () => {
+				const started = Date.now();
+				await assert.rejects(downloadImage(server.url + 'trickle'), /The image server did not send .*trickle within 2 s/);
+				const seconds = (Date.now() - started) / 1000;
+				assert.ok(seconds >= 1.9 && seconds < 4, `stopped after ${seconds} s`);
+			}),
+		);
+	} finally {
+		await server.close();
+	}
+});
+
+test('an oversize image is cut at the limit while it streams, whatever its headers say', async () => {
+	const TWO_GB = 2 * 1024 ** 3;
+	let sent = 0;
+	const server = await serveFolder(DATASETS_DIR, (urlPath, _req, res) => {
+		if (!['/zeros', '/zeros-declared'].includes(urlPath)) return false;
+		// A JPEG start, then zeros: it passes the format check and is cut by size alone.
+		res.writeHead(200, { 'content-type': 'image/jpeg', ...(urlPath === '/zeros-declared' ? { 'content-length': TWO_GB } : {}) });
+		sent = 0;
+		const chunk = Buffer.concat([photo.bytes.subarray(0, 16), Buffer.alloc(64 * 1024 - 16)]);
+		const pump = () => {
+			while (sent < TWO_GB && !res.destroyed) {
+				sent += chunk.length;
+				if (!res.write(chunk)) return void res.once('drain', pump);
+			}
+			res.end();
+		};
+		pump();
+		return true;
+	});
+	try {
+		await allowLoopback(() =>
+			withEnv({ TL_IMAGE_MAX_MB: '1' }, async () => {
+				await assert.rejects(downloadImage(server.url + 'zeros'), /zeros is larger than 1 MB, the limit for one file/);
+				assert.ok(sent < 64 * 1024 ** 2, `${sent} bytes left the server before the cut`);
+				await assert.rejects(downloadImage(server.url + 'zeros-declared'), /zeros-declared is larger than 1 MB/);
+				assert.ok(sent < 64 * 1024 ** 2, `${sent} bytes left the server before the cut`);
+			}),
+		);
+	} finally {
+		await server.close();
+	}
+});
+
+test('content that is not an image is refused before decoding, and never quoted back', async () => {
+	const svg = '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><text>internal secret</text></svg>';
+	const bodies: Record<string, [string | undefined, Buffer]> = {
+		'/page': ['text/html', Buffer.from('<html>internal secret</html>')],
+		'/json': ['application/json', Buffer.from('{"token":"internal secret"}')],
+		'/pdf': ['application/octet-stream', Buffer.from('%PDF-1.4 internal secret')],
+		'/svg': ['image/svg+xml', Buffer.from(svg)],
+		'/untyped': [undefined, Buffer.from('internal secret')],
+	};
+	const formats: Record<string, Buffer> = {
+		jpeg: photo.bytes,
+		png: await sharp(photo.bytes).png().toBuffer(),
+		gif: await sharp(photo.bytes).gif().toBuffer(),
+		webp: await sharp(photo.bytes).webp().toBuffer(),
+		avif: await sharp(photo.bytes).resize(64).avif().toBuffer(),
+		tiff: await sharp(photo.bytes).tiff().toBuffer(),
+	};
+	const server = await serveFolder(DATASETS_DIR, (urlPath, _req, res) => {
+		const format = urlPath.slice(1);
+		if (formats[format]) return void res.writeHead(200, { 'content-type': `image/${format}` }).end(formats[format]), true;
+		const body = bodies[urlPath];
+		if (!body) return false;
+		res.writeHead(200, body[0] ? { 'content-type': body[0] } : {}).end(body[1]);
+		return true;
+	});
+	try {
+		await allowLoopback(async () => {
+			for (const [format, bytes] of Object.entries(formats)) assert.deepEqual(await downloadImage(server.url + format), bytes, format);
+			for (const urlPath of Object.keys(bodies)) {
+				await assert.rejects(downloadImage(server.url + urlPath.slice(1)), (e: Error & { hint?: string }) => {
+					assert.match(e.message, /^The image URL did not return an image/, urlPath);
+					assert.match(e.hint ?? '', /JPEG, PNG, GIF, WebP, AVIF\/HEIF or TIFF/);
+					assert.doesNotMatch(e.message + e.hint, /secret/, urlPath);
+					return true;
+				});
+			}
+		});
+	} finally {
+		await server.close();
+	}
+});
+
+test('the Model Host credential goes to the model URL host only: not across a redirect, not to weight files elsewhere', async () => {
+	const other = await serveFolder(MIRROR_DIR);
+	const modelJson = JSON.parse(await fs.readFile(path.join(MIRROR_DIR, V1_025, 'model.json'), 'utf8'));
+	// Every weight file named by an absolute URL on the other server (same address, other port).
+	for (const group of modelJson.weightsManifest) group.paths = group.paths.map((p: string) => `${other.url}${V1_025}/${p}`);
+	const host = await serveFolder(MIRROR_DIR, (urlPath, req, res) => {
+		if (req.headers['x-api-key'] !== 'secret') return void res.writeHead(401).end(), true;
+		if (urlPath.startsWith('/moved/')) return void res.writeHead(302, { location: `${other.url}${V1_025}/${path.posix.basename(urlPath)}` }).end(), true;
+		if (urlPath === '/absolute/model.json') return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(modelJson)), true;
+		return false;
+	});
+	const auth = { headerName: 'X-API-Key', headerValue: 'secret' };
+	try {
+		await withEnv({ TL_MODEL_CACHE: path.join(TEMP_DIR, 'cache-credential-scope') }, async () => {
+			for (const where of ['moved', 'absolute']) {
+				other.requests.length = 0;
+				host.requests.length = 0;
+				const artifacts = await fetchModelArtifacts(`${host.url}${where}/model.json`, auth);
+				assert.equal(artifacts.weightData.byteLength, await weightBytes(), where);
+				assert.ok(host.requests.length > 0 && host.requests.every((r) => r.headers['x-api-key'] === 'secret'), where);
+				assert.ok(other.requests.length > 0, `${where}: the other server served something`);
+				assert.deepEqual(other.requests.filter((r) => 'x-api-key' in r.headers).map((r) => r.path), [], `${where}: the credential reached the other server`);
+			}
+		});
+	} finally {
+		await host.close();
+		await other.close();
+	}
+});
+
+test('a private model fetched with a credential is not served, from disk or memory, to a caller without it', async () => {
+	const host = await serveFolder(MIRROR_DIR, (_path, req, res) => {
+		if (req.headers['x-api-key'] === 'secret') return false;
+		res.writeHead(401).end();
+		return true;
+	});
+	const url = `${host.url}${V1_025}/model.json`;
+	const auth = { headerName: 'X-API-Key', headerValue: 'secret' };
+	try {
+		await withEnv({ TL_MODEL_CACHE: path.join(TEMP_DIR, 'cache-credential-keyed') }, async () => {
+			assert.equal((await fetchModelArtifacts(url, auth)).weightData.byteLength, await weightBytes());
+			for (const other of [undefined, { headerName: 'X-API-Key', headerValue: 'guess' }]) {
+				await assert.rejects(fetchModelArtifacts(url, other), /refused .*model\.json \(HTTP 401\)/, `disk cache, ${other?.headerValue ?? 'no credential'}`);
+			}
+			host.requests.length = 0;
+			await fetchModelArtifacts(url, auth);
+			assert.equal(host.requests.length, 0, 'the same credential is served from the cache');
+
+			const spec = customBackbone({ url, featureLayer: 'conv_pw_13_relu' });
+			const backbone = await loadBackbone(spec, { auth });
+			await assert.rejects(loadBackbone(spec), /HTTP 401/, 'memory cache, no credential');
+			assert.equal(await loadBackbone(spec, { auth }), backbone);
+		});
+	} finally {
+		await host.close();
+	}
+});

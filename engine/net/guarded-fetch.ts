@@ -240,10 +240,6 @@ async function readBody(response: http.IncomingMessage, p: Purpose, url: string,
 			inspect!(response.headers['content-type'], Buffer.concat(chunks));
 		}
 	}
-	// A body cut short of its declared length ends without an error on some Node versions.
-	if (encoding === 'identity' && Number.isFinite(declared) && size !== declared) {
-		throw new TransferLearningError(`${p.server} sent ${size} of the ${declared} bytes of ${url} (connection cut)`, p.fix);
-	}
 	const bytes = Buffer.concat(chunks);
 	if (!inspected) inspect!(response.headers['content-type'], bytes);
 	return bytes;
