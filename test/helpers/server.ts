@@ -16,6 +16,8 @@ export interface StaticServer {
 export async function serveFolder(
 	root: string,
 	override?: (urlPath: string, req: http.IncomingMessage, res: http.ServerResponse) => boolean,
+	/** Any loopback address: a test can allow one (127.0.0.2) and keep the others blocked. */
+	host = '127.0.0.1',
 ): Promise<StaticServer> {
 	const requests: StaticServer['requests'] = [];
 	const server = http.createServer(async (req, res) => {
@@ -29,10 +31,10 @@ export async function serveFolder(
 		res.writeHead(200, { 'content-length': stat.size, 'content-type': 'application/octet-stream' });
 		createReadStream(file).pipe(res);
 	});
-	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	await new Promise<void>((resolve) => server.listen(0, host, resolve));
 	const { port } = server.address() as AddressInfo;
 	return {
-		url: `http://127.0.0.1:${port}/`,
+		url: `http://${host}:${port}/`,
 		requests,
 		// Clients keep connections alive; close them too rather than wait for their timeout.
 		close: () =>
