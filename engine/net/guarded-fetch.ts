@@ -27,7 +27,7 @@ export interface FetchOptions {
 	resolve?: (hostname: string, options: { family?: number; hints?: number }) => Promise<LookupAddress[]>;
 }
 
-export const SNIFF_BYTES = 16;
+const SNIFF_BYTES = 16;
 
 /** CDNs redirect once or twice; more is a loop or a walk. */
 const MAX_REDIRECTS = 5;
@@ -90,9 +90,9 @@ function refuseHost(p: Purpose, hostname: string, redirected: boolean, why: 'add
 export async function guardedFetch(url: string, options: FetchOptions): Promise<Buffer> {
 	const p = purposeOf(options.purpose);
 	const policy = addressPolicy(p.trust);
+	let current = parseHttpUrl(url, p);
 	const deadline = new AbortController();
 	const timer = setTimeout(() => deadline.abort(), p.timeoutMs);
-	let current = parseHttpUrl(url, p);
 	try {
 		for (let hop = 0; ; hop++) {
 			if (policy) checkHostname(policy, current, hop > 0, p);
