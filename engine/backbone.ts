@@ -8,6 +8,7 @@ import { CompileError, compileLayersModel, type CompiledPlan } from './compiler'
 import { fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
 import { TransferLearningError, errorMessage } from './errors';
 import { OnnxExecutor } from './onnx';
+import { checkLocalModelFile, isHttpUrl, type LocalFileAccess } from './paths';
 import { settings, type BackendChoice } from './settings';
 
 /**
@@ -27,6 +28,8 @@ export interface BackboneLoadOptions {
 	 * the benchmark's baseline.
 	 */
 	compile?: boolean;
+	/** Who may read a custom model given by path; see LocalFileAccess. */
+	fileAccess?: LocalFileAccess;
 }
 
 /**
@@ -49,6 +52,8 @@ export class Backbone {
 	) {}
 
 	static async load(spec: BackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
+		// A catalog address is local only through the mirror, which the administrator set.
+		if (!isHttpUrl(spec.url)) await checkLocalModelFile(spec.url, options.fileAccess, settings().maxDownloadBytes);
 		return Backbone.fromArtifacts(spec, await fetchModelArtifacts(spec.url, options.auth), options);
 	}
 

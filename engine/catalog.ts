@@ -1,3 +1,5 @@
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { TransferLearningError } from './errors';
 import type { ImageSize } from './image';
 import { PUBLIC_MODEL_HOST } from './settings';
@@ -73,7 +75,8 @@ export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.
 export const DEFAULT_BACKBONE = 'mobilenet_v2_1.00_224';
 
 export function catalogBackbone(id: string): BackboneSpec {
-	const entry = CATALOG[id];
+	// Own entries only: "constructor" is not a backbone.
+	const entry = Object.hasOwn(CATALOG, id) ? CATALOG[id] : undefined;
 	if (!entry) {
 		throw new TransferLearningError(
 			`Unknown backbone "${id}"`,
@@ -82,6 +85,31 @@ export function catalogBackbone(id: string): BackboneSpec {
 	}
 	const { title: _title, ...spec } = entry;
 	return spec;
+}
+
+/** Square input sizes a custom backbone may take: the probe image at 1024 is 12 MB of floats. */
+export const INPUT_SIZE_RANGE = { min: 16, max: 1024 };
+
+/** Longest model.json address accepted, as browsers and most servers bound URLs. */
+export const MAX_ADDRESS_LENGTH = 2048;
+
+/**
+ * Why `address` cannot name a custom model.json, or undefined when it can: an http(s) URL, or an
+ * absolute path (or file: URL), never one relative to wherever n8n was started.
+ */
+export function customAddressProblem(address: string): string | undefined {
+	if (address.length > MAX_ADDRESS_LENGTH) return `it is longer than ${MAX_ADDRESS_LENGTH} characters`;
+	if (address.includes('\0')) return 'it holds a NUL character';
+	if (/^https?:\/\//i.test(address)) return URL.canParse(address) ? undefined : 'it is not a valid URL';
+	if (/^file:/i.test(address)) {
+		try {
+			fileURLToPath(address);
+			return undefined;
+		} catch {
+			return 'it is not a valid file: URL';
+		}
+	}
+	return path.isAbsolute(address) ? undefined : 'it is neither an http(s) URL nor an absolute path';
 }
 
 export interface CustomBackboneOptions {
@@ -96,9 +124,14 @@ export interface CustomBackboneOptions {
 export function customBackbone(options: CustomBackboneOptions): BackboneSpec {
 	const url = options.url.trim();
 	if (!url) throw new TransferLearningError('The custom model URL or path is empty', 'Enter the address of a model.json');
+	const problem = customAddressProblem(url);
+	if (problem) {
+		throw new TransferLearningError(`The custom model address "${url.slice(0, 200)}" cannot be used: ${problem}`, 'Enter the http(s) URL of a model.json, or its absolute path on the n8n server');
+	}
 	const size = options.inputSize ?? 224;
-	if (!Number.isInteger(size) || size < 16 || size > 1024) {
-		throw new TransferLearningError(`Input size ${size} is not a whole number from 16 to 1024`);
+	const { min, max } = INPUT_SIZE_RANGE;
+	if (!Number.isInteger(size) || size < min || size > max) {
+		throw new TransferLearningError(`Input size ${size} is not a whole number from ${min} to ${max}`);
 	}
 	if (options.normalization && !(options.normalization in NORMALIZATIONS)) {
 		throw new TransferLearningError(`Unknown normalisation "${options.normalization}"`);

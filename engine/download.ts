@@ -5,6 +5,7 @@ import { pathToFileURL, fileURLToPath } from 'node:url';
 import { TransferLearningError, errorMessage } from './errors';
 import { sharePromise } from './memo';
 import { guardedFetch } from './net/guarded-fetch';
+import { checkWeightPaths } from './paths';
 import { PUBLIC_MODEL_HOST, settings } from './settings';
 
 /** Sent with requests to the host of the configured model URL, for private hosts. */
@@ -188,6 +189,7 @@ function parseModelJson(bytes: Buffer, where: string): ModelArtifacts['modelJson
 	if (!json.modelTopology) {
 		throw new TransferLearningError(`${where} has no modelTopology (weights only)`, 'Point at a complete tfjs model.json');
 	}
+	checkWeightPaths(json.weightsManifest, where);
 	return json;
 }
 

@@ -3,12 +3,14 @@ import { backboneKey, type BackboneSpec } from './catalog';
 import { credentialKey, type HostAuth } from './download';
 import { decodeImage, type ResizeMode } from './image';
 import { LruCache } from './lru';
+import type { LocalFileAccess } from './paths';
 import { sharePromise } from './memo';
 import { settings, type BackendChoice } from './settings';
 
 export interface LoadOptions {
 	auth?: HostAuth;
 	backend?: BackendChoice;
+	fileAccess?: LocalFileAccess;
 }
 
 // Backbones are tens of MB each; a handful covers every workflow of an instance. One that falls

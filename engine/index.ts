@@ -19,7 +19,7 @@ export { Backbone } from './backbone';
 export * from './catalog';
 export { classify, UNKNOWN_LABEL, type Prediction } from './classifier';
 export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
-export { TransferLearningError, errorMessage } from './errors';
+export { TransferLearningError, errorMessage, redactPaths } from './errors';
 export { extractFeatures, l2Normalize, loadBackbone } from './features';
 export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingResult, type Head } from './head';
 export { decodeImage, type ResizeMode } from './image';
@@ -38,6 +38,7 @@ export {
 	type ModelManifest,
 	type TrainedModel,
 } from './model';
+export type { LocalFileAccess } from './paths';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice } from './settings';
 export { tf } from './backend';

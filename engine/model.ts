@@ -1,4 +1,16 @@
-import { backboneKey, NORMALIZATIONS, type BackboneSpec } from './catalog';
+import { z } from 'zod';
+import {
+	backboneKey,
+	CATALOG,
+	catalogBackbone,
+	customAddressProblem,
+	INPUT_SIZE_RANGE,
+	MAX_ADDRESS_LENGTH,
+	NORMALIZATIONS,
+	type BackboneSpec,
+	type NormalizationName,
+} from './catalog';
+import { UNKNOWN_LABEL } from './classifier';
 import { TransferLearningError } from './errors';
 import type { EpochRecord, Head, TrainingOptions } from './head';
 import type { ResizeMode } from './image';
@@ -81,32 +93,214 @@ export function featureSourceMismatch(trained: FeatureSource, given: FeatureSour
 	return same ? undefined : `The features were made with ${describeFeatureSource(given)}`;
 }
 
+const whole = (min: number, max: number) => z.number().int().min(min).max(max);
+const inputSide = whole(INPUT_SIZE_RANGE.min, INPUT_SIZE_RANGE.max);
+const layerName = z.string().max(200).optional();
+
+const backboneSchema = z.object({
+	id: z.string().max(MAX_ADDRESS_LENGTH + 'custom:'.length),
+	url: z.string().min(1).max(MAX_ADDRESS_LENGTH),
+	format: z.enum(['layers', 'graph', 'auto']),
+	inputSize: z.object({ height: inputSide, width: inputSide }),
+	normalization: z.enum(Object.keys(NORMALIZATIONS) as [NormalizationName, ...NormalizationName[]]),
+	featureLayer: layerName,
+	outputNode: layerName,
+}).superRefine((spec, ctx) => {
+	const problem = backboneProblem(spec);
+	if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+});
+const resizeModeSchema = z.enum(Object.keys(RESIZE_WORDS) as [ResizeMode, ...ResizeMode[]]);
+
+const featureSourceSchema = z.object({ backbone: backboneSchema, resizeMode: resizeModeSchema, l2Normalize: z.boolean() });
+
 /** Reads a feature source from item data, which anything upstream may have changed. */
 export function parseFeatureSource(value: unknown): FeatureSource {
-	const source = value as Partial<FeatureSource> | null;
-	const backbone = source?.backbone as Partial<BackboneSpec> | undefined;
-	const size = backbone?.inputSize;
-	const valid =
-		typeof backbone?.id === 'string' &&
-		typeof backbone.url === 'string' &&
-		['layers', 'graph', 'auto'].includes(backbone.format as string) &&
-		Number.isInteger(size?.height) &&
-		Number.isInteger(size?.width) &&
-		Object.hasOwn(NORMALIZATIONS, backbone.normalization as string) &&
-		Object.hasOwn(RESIZE_WORDS, source!.resizeMode as string) &&
-		typeof source!.l2Normalize === 'boolean';
-	if (!valid) {
+	const parsed = featureSourceSchema.safeParse(value);
+	if (!parsed.success) {
 		throw new TransferLearningError(
 			'The field "featureSource" is not what Extract Features writes',
 			'Pass the items from Extract Features on unchanged, or remove "featureSource" from them if the vectors come from elsewhere',
 		);
 	}
-	return source as FeatureSource;
+	return parsed.data;
 }
 
 export interface TrainedModel {
 	manifest: ModelManifest;
 	head: Head;
+}
+
+/**
+ * Bounds on what a manifest may claim, far above what Fine-Tune Head writes but low enough that a
+ * crafted one cannot make Classify allocate gigabytes. Save checks them too, so every model
+ * trained here loads.
+ */
+export const MODEL_LIMITS = {
+	/** JSON text; a 1000-class model's confusion matrix, pretty-printed, is about 11 MB. */
+	manifestBytes: 16 * 1024 * 1024,
+	labels: 1000,
+	labelLength: 200,
+	featureSize: 65536,
+	hiddenUnits: 4096,
+	/** Float32 values in the head: 256 MB. */
+	headValues: 64 * 1024 * 1024,
+};
+
+/** What a model store folder and an exported model may be named. */
+export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/**
+ * Why `label` cannot be a class, or undefined when it can: Classify names its low-confidence output
+ * `unknown` and splits Class Names at commas, so a class with either could never be routed.
+ */
+export function labelProblem(label: string): string | undefined {
+	if (!label.trim()) return 'it is empty';
+	if (label.length > MODEL_LIMITS.labelLength) return `it is longer than ${MODEL_LIMITS.labelLength} characters`;
+	if (label === UNKNOWN_LABEL) return `"${UNKNOWN_LABEL}" is reserved for predictions under the confidence threshold`;
+	if (label.includes(',')) return 'it holds a comma';
+	return undefined;
+}
+
+/** Offset and length of an array in the weights file. */
+const span = z.tuple([whole(0, MODEL_LIMITS.headValues), whole(0, MODEL_LIMITS.headValues)]);
+
+/**
+ * What a manifest must hold. The fields Classify computes with are checked for type, range and
+ * agreement with each other; the training report (metrics, history, options) is only shown, so it
+ * is checked for shape alone and bounded by the manifest's size.
+ */
+const manifestSchema = z
+	.object({
+		format: z.literal(MODEL_FORMAT),
+		formatVersion: whole(1, MODEL_FORMAT_VERSION),
+		name: z.string().regex(MODEL_NAME, 'not a valid model name'),
+		version: whole(1, Number.MAX_SAFE_INTEGER),
+		createdAt: z.string().max(64),
+		packageVersion: z.string().max(64),
+		backbone: backboneSchema,
+		resizeMode: resizeModeSchema,
+		l2Normalize: z.boolean(),
+		labels: z
+			.array(z.string().superRefine((label, ctx) => {
+				const problem = labelProblem(label);
+				if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `the label "${label.slice(0, 50)}" cannot be used: ${problem}` });
+			}))
+			.min(2)
+			.max(MODEL_LIMITS.labels),
+		featureSize: whole(1, MODEL_LIMITS.featureSize),
+		metrics: z.record(z.unknown()),
+		evaluatedOn: z.enum(['validation', 'training']),
+		history: z.array(z.record(z.unknown())),
+		bestEpoch: whole(0, Number.MAX_SAFE_INTEGER),
+		trainingOptions: z.record(z.unknown()),
+		examplesPerClass: z.record(whole(0, Number.MAX_SAFE_INTEGER)),
+		trainCount: whole(0, Number.MAX_SAFE_INTEGER),
+		validationCount: whole(0, Number.MAX_SAFE_INTEGER),
+		head: z.object({
+			mean: span,
+			std: span,
+			layers: z
+				.array(z.object({ units: whole(1, MODEL_LIMITS.hiddenUnits), activation: z.enum(['relu', 'softmax']), kernel: span, bias: span }))
+				.min(1)
+				.max(2),
+		}),
+	})
+	.superRefine((m, ctx) => {
+		const fail = (path: (string | number)[], message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
+		const seen = new Set<string>();
+		m.labels.forEach((label, i) => {
+			if (seen.has(label)) fail(['labels', i], `the label "${label.slice(0, 50)}" is listed twice`);
+			seen.add(label);
+		});
+		for (const [path, message] of layoutProblems(m as unknown as ModelManifest)) fail(['head', ...path], message);
+	});
+
+/**
+ * A catalog id stands for the catalog's spec exactly, so a manifest cannot borrow one for another
+ * address; any other id is `custom:` and its address.
+ */
+function backboneProblem(spec: BackboneSpec): string | undefined {
+	if (Object.hasOwn(CATALOG, spec.id)) {
+		return backboneKey(spec) === backboneKey(catalogBackbone(spec.id)) ? undefined : `it names the catalog backbone "${spec.id}" with other settings or another address`;
+	}
+	if (spec.id !== `custom:${spec.url}`) return `its id "${spec.id.slice(0, 50)}" is neither a catalog backbone nor "custom:" and its address`;
+	const address = customAddressProblem(spec.url);
+	return address && `its address cannot be used: ${address}`;
+}
+
+/**
+ * The head must be laid out as encodeHead writes it: mean, std, then each layer's kernel and bias,
+ * back to back, sized by the feature size, the layer widths and the label count.
+ */
+function layoutProblems(m: ModelManifest): [(string | number)[], string][] {
+	const problems: [(string | number)[], string][] = [];
+	let at = 0;
+	const expect = (path: (string | number)[], [offset, length]: [number, number], size: number) => {
+		if (offset !== at || length !== size) problems.push([path, `should be ${size} values from ${at}, not ${length} from ${offset}`]);
+		at = offset + length;
+	};
+	expect(['mean'], m.head.mean, m.featureSize);
+	expect(['std'], m.head.std, m.featureSize);
+	let inputs = m.featureSize;
+	m.head.layers.forEach((layer, i) => {
+		const last = i === m.head.layers.length - 1;
+		if (layer.activation !== (last ? 'softmax' : 'relu')) problems.push([['layers', i, 'activation'], `should be ${last ? 'softmax' : 'relu'}`]);
+		if (last && layer.units !== m.labels.length) problems.push([['layers', i, 'units'], `should be one per label (${m.labels.length})`]);
+		expect(['layers', i, 'kernel'], layer.kernel, inputs * layer.units);
+		expect(['layers', i, 'bias'], layer.bias, layer.units);
+		inputs = layer.units;
+	});
+	if (at > MODEL_LIMITS.headValues) problems.push([[], `holds ${at} values, more than ${MODEL_LIMITS.headValues}`]);
+	return problems;
+}
+
+/** Where a manifest was read (or is about to be written) decides how its problems are worded and what it may name. */
+export type ManifestOrigin =
+	| { from: 'store' | 'save'; name: string; version: number }
+	/** A model file arrives with an item: from a webhook, a mailbox, a bucket, anyone. */
+	| { from: 'file'; allowCustomBackbone: boolean };
+
+export function damagedModel(origin: ManifestOrigin, why: string): TransferLearningError {
+	if (origin.from === 'save') return new TransferLearningError(`Model "${origin.name}" cannot be saved: ${why}`, 'Change what the message names and train again');
+	return origin.from === 'store'
+		? new TransferLearningError(`Model "${origin.name}" version ${origin.version} is damaged: ${why}`, 'Retrain the model or use another version')
+		: new TransferLearningError(`The model file is damaged: ${why}`, 'Use the model file Fine-Tune Head exported, unchanged');
+}
+
+/**
+ * Checks a parsed manifest against the schema before anything reads what it names. A stored
+ * model's custom backbone was typed by a workflow author of this n8n into Fine-Tune Head, who could
+ * load it through Extract Features as well, so it stays allowed; a file's may come from anyone, so
+ * it names a catalog backbone unless the workflow allows otherwise.
+ */
+export function parseManifest(raw: unknown, origin: ManifestOrigin): ModelManifest {
+	const claimed = raw as Partial<ModelManifest> | null;
+	if (!claimed || typeof claimed !== 'object' || claimed.format !== MODEL_FORMAT) throw damagedModel(origin, 'it is not a transfer-learning model');
+	if (typeof claimed.formatVersion === 'number' && claimed.formatVersion > MODEL_FORMAT_VERSION) {
+		throw new TransferLearningError(
+			`${origin.from === 'file' ? 'The model file' : `Model "${origin.name}"`} was saved by a newer version of n8n-nodes-transfer-learning (format ${claimed.formatVersion})`,
+			'Update the n8n-nodes-transfer-learning package',
+		);
+	}
+	const parsed = manifestSchema.safeParse(raw);
+	if (!parsed.success) throw damagedModel(origin, describeIssue(parsed.error.issues[0]));
+	// The training report's fields were checked for shape only; they are shown, never computed with.
+	const manifest = parsed.data as unknown as ModelManifest;
+	if (origin.from !== 'file' && (manifest.name !== origin.name || manifest.version !== origin.version)) {
+		throw damagedModel(origin, `its manifest is that of model "${manifest.name}" version ${manifest.version}`);
+	}
+	if (origin.from === 'file' && !origin.allowCustomBackbone && !Object.hasOwn(CATALOG, manifest.backbone.id)) {
+		throw new TransferLearningError(
+			'The model file names a custom backbone; model files may only name catalog backbones',
+			'Retrain the model on a catalog backbone, or turn on "Allow Custom Backbone from Model File" in the Classify options if you trust every source of model files',
+		);
+	}
+	return manifest;
+}
+
+function describeIssue(issue: z.ZodIssue): string {
+	const path = issue.path.map((key) => (typeof key === 'number' ? `[${key}]` : `.${key}`)).join('').replace(/^\./, '');
+	return `${path || 'the manifest'}: ${issue.message}`;
 }
 
 export function encodeHead(head: Head): { layout: HeadLayout; weights: Buffer } {
@@ -131,32 +325,24 @@ export function encodeHead(head: Head): { layout: HeadLayout; weights: Buffer } 
 	return { layout, weights: Buffer.from(all.buffer) };
 }
 
-/** Rebuilds a head and checks that weights and manifest agree, so a damaged file never classifies. */
-export function decodeHead(manifest: ModelManifest, weights: Buffer): Head {
-	const bad = (why: string) =>
-		new TransferLearningError(`Model "${manifest.name}" version ${manifest.version} is damaged: ${why}`, 'Retrain the model or use another version');
-	if (manifest.format !== MODEL_FORMAT) throw bad('it is not a transfer-learning model');
-	if (manifest.formatVersion > MODEL_FORMAT_VERSION) {
-		throw new TransferLearningError(
-			`Model "${manifest.name}" was saved by a newer version of n8n-nodes-transfer-learning (format ${manifest.formatVersion})`,
-			'Update the n8n-nodes-transfer-learning package',
-		);
-	}
-	if (weights.length % 4) throw bad('the weights file has a partial value');
+/** Bytes of the weights file of a manifest parseManifest accepted: its layout is back to back. */
+export function headBytes(manifest: ModelManifest): number {
+	const last = manifest.head.layers[manifest.head.layers.length - 1].bias;
+	return (last[0] + last[1]) * 4;
+}
+
+/** Rebuilds the head of a manifest parseManifest accepted; the weights must be exactly its size. */
+export function decodeHead(manifest: ModelManifest, weights: Buffer, origin: ManifestOrigin): Head {
+	if (weights.length !== headBytes(manifest)) throw damagedModel(origin, `the weights are ${weights.length} bytes, the manifest needs ${headBytes(manifest)}`);
 	const values = new Float32Array(weights.buffer.slice(weights.byteOffset, weights.byteOffset + weights.length));
-	const take = ([offset, length]: [number, number], expected: number) => {
-		if (length !== expected || offset + length > values.length) throw bad('the weights file does not match the manifest');
-		return values.subarray(offset, offset + length);
+	const take = ([offset, length]: [number, number]) => values.subarray(offset, offset + length);
+	return {
+		labels: manifest.labels,
+		featureSize: manifest.featureSize,
+		mean: take(manifest.head.mean),
+		std: take(manifest.head.std),
+		layers: manifest.head.layers.map((l) => ({ units: l.units, activation: l.activation, kernel: take(l.kernel), bias: take(l.bias) })),
 	};
-	const d = manifest.featureSize;
-	let inputs = d;
-	const layers = manifest.head.layers.map((l) => {
-		const layer = { units: l.units, activation: l.activation, kernel: take(l.kernel, inputs * l.units), bias: take(l.bias, l.units) };
-		inputs = l.units;
-		return layer;
-	});
-	if (inputs !== manifest.labels.length) throw bad('the last layer does not have one output per label');
-	return { labels: manifest.labels, featureSize: d, mean: take(manifest.head.mean, d), std: take(manifest.head.std, d), layers };
 }
 
 const BUNDLE_MAGIC = Buffer.from('TLMODEL1');
@@ -169,19 +355,26 @@ export function exportModel(model: TrainedModel): Buffer {
 	return Buffer.concat([BUNDLE_MAGIC, length, json, encodeHead(model.head).weights]);
 }
 
-export function importModel(file: Buffer): TrainedModel {
+/**
+ * Reads a file exportModel wrote. The file is untrusted: its manifest is bounded before it is
+ * parsed and checked before anything it names is read or fetched.
+ */
+export function importModel(file: Buffer, options: { allowCustomBackbone?: boolean } = {}): TrainedModel {
 	const notAModel = new TransferLearningError(
 		'The file is not an exported transfer-learning model',
 		'Use the model file that Fine-Tune Head outputs (its "model" binary property)',
 	);
 	if (file.length < 12 || !file.subarray(0, 8).equals(BUNDLE_MAGIC)) throw notAModel;
 	const length = file.readUInt32LE(8);
+	const origin: ManifestOrigin = { from: 'file', allowCustomBackbone: options.allowCustomBackbone ?? false };
+	if (length > MODEL_LIMITS.manifestBytes) throw damagedModel(origin, `its manifest is ${length} bytes, more than ${MODEL_LIMITS.manifestBytes}`);
 	if (12 + length > file.length) throw notAModel;
-	let manifest: ModelManifest;
+	let raw: unknown;
 	try {
-		manifest = JSON.parse(file.subarray(12, 12 + length).toString('utf8'));
+		raw = JSON.parse(file.subarray(12, 12 + length).toString('utf8'));
 	} catch {
 		throw notAModel;
 	}
-	return { manifest, head: decodeHead(manifest, file.subarray(12 + length)) };
+	const manifest = parseManifest(raw, origin);
+	return { manifest, head: decodeHead(manifest, file.subarray(12 + length), origin) };
 }

@@ -4,10 +4,9 @@ import * as path from 'node:path';
 import { TransferLearningError } from './errors';
 import { LruCache } from './lru';
 import { sharePromise } from './memo';
-import { decodeHead, encodeHead, type ModelManifest, type TrainedModel } from './model';
+import { damagedModel, decodeHead, encodeHead, headBytes, MODEL_LIMITS, MODEL_NAME, parseManifest, type ManifestOrigin, type ModelManifest, type TrainedModel } from './model';
 import { settings } from './settings';
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const MANIFEST = 'manifest.json';
 const WEIGHTS = 'head.bin';
 
@@ -35,7 +34,7 @@ export class ModelStore {
 	}
 
 	static checkName(name: string): string {
-		if (typeof name !== 'string' || !NAME.test(name) || name.includes('..')) {
+		if (typeof name !== 'string' || !MODEL_NAME.test(name) || name.includes('..')) {
 			throw new TransferLearningError(
 				`"${name}" is not a valid model name`,
 				'Use letters, digits, dots, dashes and underscores (up to 100), starting with a letter or digit',
@@ -52,7 +51,7 @@ export class ModelStore {
 	async list(): Promise<StoredModelSummary[]> {
 		const names = await fs.readdir(this.root).catch(() => [] as string[]);
 		const models = await Promise.all(
-			names.filter((n) => NAME.test(n)).map(async (name) => ({ name, versions: await this.versions(name) })),
+			names.filter((n) => MODEL_NAME.test(n)).map(async (name) => ({ name, versions: await this.versions(name) })),
 		);
 		return models.filter((m) => m.versions.length).map((m) => ({ ...m, latestVersion: m.versions[m.versions.length - 1] }));
 	}
@@ -60,10 +59,12 @@ export class ModelStore {
 	async resolveVersion(name: string, version: VersionRef): Promise<number> {
 		const versions = await this.versions(name);
 		if (!versions.length) {
+			// Webhook callers see the message; the store's folder and the other models go to the log only.
 			const known = (await this.list()).map((m) => m.name);
 			throw new TransferLearningError(
-				`There is no model named "${name}" in ${this.root}`,
-				known.length ? `Known models: ${known.join(', ')}` : 'Train one with the Fine-Tune Head node first',
+				`There is no model named "${name}"`,
+				"Check the model name: the models this n8n has are listed in the Classify node's Model list, and Fine-Tune Head adds them",
+				`model store ${this.root} holds ${known.length ? known.join(', ') : 'no models'}`,
 			);
 		}
 		if (version === 'latest') return versions[versions.length - 1];
@@ -85,8 +86,16 @@ export class ModelStore {
 		const stat = await fs.stat(manifestFile, { bigint: true }).catch(() => undefined);
 		const key = stat ? `${dir}\0${stat.ino}\0${stat.mtimeNs}` : dir;
 		return sharePromise(loadedModels, key, async () => {
-			const manifest = JSON.parse(await fs.readFile(manifestFile, 'utf8')) as ModelManifest;
-			return { manifest, head: decodeHead(manifest, await fs.readFile(path.join(dir, WEIGHTS))) };
+			// Whoever can write the store can also crash n8n, but a damaged or edited folder should
+			// fail with a message, never a read of gigabytes: sizes are checked before each read.
+			const origin: ManifestOrigin = { from: 'store', name, version: resolved };
+			const manifest = parseManifest(await readBounded(manifestFile, MODEL_LIMITS.manifestBytes, origin), origin);
+			const weightsFile = path.join(dir, WEIGHTS);
+			const weights = await fs.stat(weightsFile);
+			if (!weights.isFile() || weights.size !== headBytes(manifest)) {
+				throw damagedModel(origin, `${WEIGHTS} is ${weights.isFile() ? `${weights.size} bytes, the manifest needs ${headBytes(manifest)}` : 'not a file'}`);
+			}
+			return { manifest, head: decodeHead(manifest, await fs.readFile(weightsFile), origin) };
 		});
 	}
 
@@ -104,7 +113,12 @@ export class ModelStore {
 				const versions = await this.versions(name);
 				const version = (versions[versions.length - 1] ?? 0) + 1;
 				const manifest: ModelManifest = { ...model.manifest, name, version, head: layout };
-				await writeDurably(path.join(incoming, MANIFEST), JSON.stringify(manifest, null, 2));
+				const text = JSON.stringify(manifest, null, 2);
+				// What load would refuse is refused now, before a version that can never classify exists.
+				const origin: ManifestOrigin = { from: 'save', name, version };
+				parseManifest(manifest, origin);
+				if (Buffer.byteLength(text) > MODEL_LIMITS.manifestBytes) throw damagedModel(origin, `its manifest would be ${Buffer.byteLength(text)} bytes, more than ${MODEL_LIMITS.manifestBytes}`);
+				await writeDurably(path.join(incoming, MANIFEST), text);
 				try {
 					await fs.rename(incoming, path.join(modelDir, String(version)));
 					return manifest;
@@ -117,6 +131,17 @@ export class ModelStore {
 		} finally {
 			await fs.rm(incoming, { recursive: true, force: true });
 		}
+	}
+}
+
+/** A manifest's JSON, refused unread when it is not a file or is over the size bound. */
+async function readBounded(file: string, limit: number, origin: ManifestOrigin): Promise<unknown> {
+	const stat = await fs.stat(file);
+	if (!stat.isFile() || stat.size > limit) throw damagedModel(origin, `${MANIFEST} is ${stat.isFile() ? `${stat.size} bytes, more than ${limit}` : 'not a file'}`);
+	try {
+		return JSON.parse(await fs.readFile(file, 'utf8'));
+	} catch {
+		throw damagedModel(origin, `${MANIFEST} is not valid JSON`);
 	}
 }
 

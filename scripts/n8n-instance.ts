@@ -131,9 +131,18 @@ export async function publishWorkflows(options: StartOptions, ids: string[]): Pr
 	for (const id of ids) await run(n8nBin(), ['publish:workflow', `--id=${id}`], { env: n8nEnvironment(options) });
 }
 
+export interface N8nExit {
+	code: number | null;
+	signal: NodeJS.Signals | null;
+}
+
 export class RunningN8n {
 	readonly url: string;
 	readonly api: AxiosInstance;
+	/** Settles when the n8n process exits, for whatever reason. */
+	readonly exited: Promise<N8nExit>;
+	/** n8n's last 200 lines, for error messages. */
+	private readonly output: string[] = [];
 
 	constructor(
 		readonly options: StartOptions,
@@ -141,10 +150,39 @@ export class RunningN8n {
 	) {
 		this.url = `http://127.0.0.1:${options.port}/`;
 		this.api = axios.create({ baseURL: `${this.url}rest/`, validateStatus: () => true });
+		this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+		const onData = (chunk: Buffer) => {
+			for (const line of chunk.toString('utf8').split('\n')) {
+				if (!line.trim()) continue;
+				this.output.push(line);
+				if (this.output.length > 200) this.output.shift();
+				options.log?.(line);
+			}
+		};
+		child.stdout!.on('data', onData);
+		child.stderr!.on('data', onData);
 	}
 
 	get pid(): number {
 		return this.child.pid!;
+	}
+
+	/** Resolves once n8n's REST API answers; if n8n exits first or is not ready in time, stops it and throws with its output. */
+	async ready(timeoutSeconds = 180): Promise<void> {
+		let exit: N8nExit | undefined;
+		void this.exited.then((e) => (exit = e));
+		const deadline = Date.now() + timeoutSeconds * 1000;
+		while (Date.now() < deadline) {
+			if (exit) {
+				await this.stop();
+				throw new Error(`n8n ${describeExit(exit)} while starting:\n${this.output.join('\n')}`);
+			}
+			const health = await this.api.get('../healthz/readiness', { timeout: 2000 }).catch(() => undefined);
+			if (health?.status === 200) return;
+			await sleep(500);
+		}
+		await this.stop();
+		throw new Error(`n8n did not become ready within ${timeoutSeconds} s:\n${this.output.join('\n')}`);
 	}
 
 	/** Creates the owner account (first start) and logs in; later REST calls carry the session. */
@@ -161,51 +199,59 @@ export class RunningN8n {
 		this.api.defaults.headers.common['browser-id'] = 'transfer-learning-e2e';
 	}
 
-	/** Stops n8n and its task runner (the whole process group), waiting for them to exit. */
+	/**
+	 * Stops n8n and its task runner: n8n runs in a process group of its own (it is spawned detached),
+	 * which gets SIGTERM, and SIGKILL for whatever is left after 20 s. Also cleans up a task runner
+	 * that outlived an n8n that died.
+	 */
 	async stop(): Promise<void> {
-		if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-		const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-		try {
-			process.kill(-this.pid, 'SIGTERM');
-		} catch {
-			return;
+		this.signalGroup('SIGTERM');
+		if (!(await this.groupGone(20_000))) {
+			this.signalGroup('SIGKILL');
+			await this.groupGone(5_000);
 		}
-		const timer = setTimeout(() => {
-			try {
-				process.kill(-this.pid, 'SIGKILL');
-			} catch {
-				// already gone
-			}
-		}, 20_000);
-		await exited;
-		clearTimeout(timer);
+		await this.exited;
 	}
+
+	private signalGroup(signal: NodeJS.Signals): void {
+		try {
+			process.kill(-this.pid, signal);
+		} catch {
+			// the group is gone
+		}
+	}
+
+	private async groupGone(timeoutMs: number): Promise<boolean> {
+		const deadline = Date.now() + timeoutMs;
+		for (;;) {
+			try {
+				process.kill(-this.pid, 0);
+			} catch {
+				return true;
+			}
+			if (Date.now() > deadline) return false;
+			await sleep(100);
+		}
+	}
+}
+
+export function describeExit({ code, signal }: N8nExit): string {
+	return signal ? `was killed by ${signal}` : `exited with code ${code}`;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Starts n8n in a process group of its own and returns at once; `ready()` waits for it. */
+export function spawnN8n(options: StartOptions): RunningN8n {
+	const child = spawn(n8nBin(), ['start'], { env: n8nEnvironment(options), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+	return new RunningN8n(options, child);
 }
 
 /** Starts n8n and resolves once its REST API answers. */
 export async function startN8n(options: StartOptions): Promise<RunningN8n> {
-	const child = spawn(n8nBin(), ['start'], { env: n8nEnvironment(options), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-	const output: string[] = [];
-	const onData = (chunk: Buffer) => {
-		for (const line of chunk.toString('utf8').split('\n')) {
-			if (!line.trim()) continue;
-			output.push(line);
-			if (output.length > 200) output.shift();
-			options.log?.(line);
-		}
-	};
-	child.stdout!.on('data', onData);
-	child.stderr!.on('data', onData);
-	const instance = new RunningN8n(options, child);
-	const deadline = Date.now() + 180_000;
-	while (Date.now() < deadline) {
-		if (child.exitCode !== null) throw new Error(`n8n exited with code ${child.exitCode}:\n${output.join('\n')}`);
-		const health = await instance.api.get('../healthz/readiness', { timeout: 2000 }).catch(() => undefined);
-		if (health?.status === 200) return instance;
-		await new Promise((resolve) => setTimeout(resolve, 500));
-	}
-	await instance.stop();
-	throw new Error(`n8n did not become ready within 180 s:\n${output.join('\n')}`);
+	const instance = spawnN8n(options);
+	await instance.ready();
+	return instance;
 }
 
 export async function freePort(): Promise<number> {

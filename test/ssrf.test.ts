@@ -338,15 +338,16 @@ test('the Model Host credential goes to the model URL host only: not across a re
 	const auth = { headerName: 'X-API-Key', headerValue: 'secret' };
 	try {
 		await withEnv({ TL_MODEL_CACHE: path.join(TEMP_DIR, 'cache-credential-scope') }, async () => {
-			for (const where of ['moved', 'absolute']) {
-				other.requests.length = 0;
-				host.requests.length = 0;
-				const artifacts = await fetchModelArtifacts(`${host.url}${where}/model.json`, auth);
-				assert.equal(artifacts.weightData.byteLength, await weightBytes(), where);
-				assert.ok(host.requests.length > 0 && host.requests.every((r) => r.headers['x-api-key'] === 'secret'), where);
-				assert.ok(other.requests.length > 0, `${where}: the other server served something`);
-				assert.deepEqual(other.requests.filter((r) => 'x-api-key' in r.headers).map((r) => r.path), [], `${where}: the credential reached the other server`);
-			}
+			const artifacts = await fetchModelArtifacts(`${host.url}moved/model.json`, auth);
+			assert.equal(artifacts.weightData.byteLength, await weightBytes());
+			assert.ok(host.requests.length > 0 && host.requests.every((r) => r.headers['x-api-key'] === 'secret'));
+			assert.ok(other.requests.length > 0, 'the redirects were followed to the other server');
+			assert.deepEqual(other.requests.filter((r) => 'x-api-key' in r.headers).map((r) => r.path), [], 'the credential reached the other server');
+
+			// Weight files named by absolute URLs are refused outright, before any of them is fetched.
+			other.requests.length = 0;
+			await assert.rejects(fetchModelArtifacts(`${host.url}absolute/model.json`, auth), /names the weight file "http:.*", which names a scheme/);
+			assert.equal(other.requests.length, 0);
 		});
 	} finally {
 		await host.close();

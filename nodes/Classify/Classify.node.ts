@@ -17,12 +17,14 @@ import {
 	type VersionRef,
 } from '../../engine';
 
+import { n8nFileAccess } from '../shared/files';
 import { failedItem, failedRun, gatherFeatures, readFeatureSource, readHostAuth } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
 
 interface Options {
 	backend?: BackendChoice;
 	batchSize?: number;
+	allowFileBackbone?: boolean;
 }
 
 export class Classify implements INodeType {
@@ -57,7 +59,7 @@ export class Classify implements INodeType {
 			const models: (TrainedModel | Error)[] = await Promise.all(
 				items.map(async (_, i) => {
 					try {
-						const model = await resolveModel(this, store, i);
+						const model = await resolveModel(this, store, i, options.allowFileBackbone ?? false);
 						if (routeByClass) checkOutputsMatch(classNames, model);
 						if (inputType === 'features') checkFeatureSource(this, i, model);
 						return model;
@@ -89,7 +91,7 @@ export class Classify implements INodeType {
 							l2Normalize: manifest.l2Normalize,
 						},
 						async () => {
-							const backbone = await loadBackbone(manifest.backbone, { auth, backend: options.backend });
+							const backbone = await loadBackbone(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
 							backend = backbone.backend.name;
 							return backbone;
 						},
@@ -144,17 +146,17 @@ export class Classify implements INodeType {
 // Webhook bursts often carry the same exported model file; parse it once.
 const importedModels = new LruCache<string, TrainedModel>(16);
 
-async function resolveModel(ctx: IExecuteFunctions, store: ModelStore, itemIndex: number): Promise<TrainedModel> {
+async function resolveModel(ctx: IExecuteFunctions, store: ModelStore, itemIndex: number, allowCustomBackbone: boolean): Promise<TrainedModel> {
 	if (ctx.getNodeParameter('modelSource', itemIndex) === 'binary') {
 		const property = ctx.getNodeParameter('modelBinaryProperty', itemIndex) as string;
 		if (!ctx.getInputData()[itemIndex].binary?.[property]) {
 			throw new TransferLearningError(`The item has no binary property "${property}" with a model file`, 'Attach the model file Fine-Tune Head exported, or set "Model File Property"');
 		}
 		const file = await ctx.helpers.getBinaryDataBuffer(itemIndex, property);
-		const key = createHash('sha256').update(file).digest('hex');
+		const key = `${allowCustomBackbone}:${createHash('sha256').update(file).digest('hex')}`;
 		let model = importedModels.get(key);
 		if (!model) {
-			model = importModel(file);
+			model = importModel(file, { allowCustomBackbone });
 			importedModels.set(key, model);
 		}
 		return model;
@@ -193,15 +195,9 @@ function checkClassNames(classNames: string[]): void {
 	if (twice) throw fail(`"${twice}" is listed twice`, 'List each class once');
 }
 
+/** Labels are never "unknown" nor hold a comma: models that do are refused when loaded. */
 function checkOutputsMatch(classNames: string[], model: TrainedModel): void {
 	const labels = model.manifest.labels;
-	const unroutable = labels.find((l) => l.includes(',') || l === UNKNOWN_LABEL);
-	if (unroutable) {
-		throw new TransferLearningError(
-			`Model "${model.manifest.name}" version ${model.manifest.version} has the class "${unroutable}", which Class Names cannot name (${unroutable === UNKNOWN_LABEL ? 'it is the output for unsure items' : 'it holds a comma'})`,
-			'Retrain the model with labels without commas and other than "unknown", or turn off "Route to One Output per Class"',
-		);
-	}
 	const missing = labels.filter((l) => !classNames.includes(l));
 	const extra = classNames.filter((n) => !labels.includes(n));
 	if (missing.length || extra.length) {

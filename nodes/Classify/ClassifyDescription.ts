@@ -102,7 +102,19 @@ export const classifyDescription: INodeTypeDescription = {
 			type: 'collection',
 			placeholder: 'Add Option',
 			default: {},
-			options: [backendOption, batchSizeOption],
+			options: [
+				{
+					displayName: 'Allow Custom Backbone from Model File',
+					name: 'allowFileBackbone',
+					type: 'boolean',
+					default: false,
+					description:
+						'Whether a model file may name a backbone outside the catalog: a URL this n8n then fetches (with the Model Host credential, if set) or a path on this server it reads. Turn on only if every model file comes from someone you trust; paths still follow N8N_RESTRICT_FILE_ACCESS_TO.',
+					displayOptions: { show: { '/modelSource': ['binary'] } },
+				},
+				backendOption,
+				batchSizeOption,
+			],
 		},
 	],
 };

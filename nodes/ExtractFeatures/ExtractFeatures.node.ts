@@ -1,5 +1,6 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import { loadBackbone, type BackendChoice, type FeatureSource, type ResizeMode } from '../../engine';
+import { n8nFileAccess } from '../shared/files';
 import { FEATURE_SOURCE_FIELD, failedItem, failedRun, gatherFeatures, readBackboneSpec, readHostAuth } from '../shared/items';
 import { extractFeaturesDescription } from './ExtractFeaturesDescription';
 
@@ -30,7 +31,7 @@ export class ExtractFeatures implements INodeType {
 				items.map((_, i) => i),
 				{ inputType: 'image', featuresField: '', resizeMode: source.resizeMode, batchSize: options.batchSize ?? 16, l2Normalize: source.l2Normalize },
 				async () => {
-					const backbone = await loadBackbone(source.backbone, { auth, backend: options.backend });
+					const backbone = await loadBackbone(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
 					backend = backbone.backend;
 					return backbone;
 				},

@@ -15,6 +15,7 @@ import {
 	type ResizeMode,
 	type TrainingOptions,
 } from '../../engine';
+import { n8nFileAccess } from '../shared/files';
 import { errorItem, failedItem, gatherFeatures, readBackboneSpec, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
 import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
@@ -70,7 +71,7 @@ export class FineTuneHead implements INodeType {
 					batchSize: options.batchSize ?? 16,
 					l2Normalize: source.l2Normalize,
 				},
-				() => loadBackbone(spec, { auth, backend: options.backend }),
+				() => loadBackbone(spec, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
 			);
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));

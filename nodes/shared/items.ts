@@ -8,6 +8,7 @@ import {
 	extractFeatures,
 	l2Normalize,
 	parseFeatureSource,
+	redactPaths,
 	TransferLearningError,
 	type Backbone,
 	type BackboneSpec,
@@ -163,11 +164,25 @@ function asError(reason: unknown): Error {
 	return reason instanceof Error ? reason : new Error(String(reason));
 }
 
+/** Errors already written to the log: a run-level error becomes one error item per input item. */
+const logged = new WeakSet<object>();
+
+/**
+ * Error items and messages reach webhook callers: the server folders they name are replaced by
+ * placeholders, and what was hidden (the full text, the detail meant for the log) goes to n8n's log.
+ */
 export function toNodeError(ctx: IExecuteFunctions, error: unknown, itemIndex?: number): NodeOperationError {
 	if (error instanceof NodeOperationError) return error;
 	const where = itemIndex === undefined ? '' : `Item ${itemIndex}: `;
-	const hint = error instanceof TransferLearningError ? error.hint : undefined;
-	const message = `${where}${errorMessage(error)}`;
+	const original = errorMessage(error);
+	const originalHint = error instanceof TransferLearningError ? error.hint : undefined;
+	const detail = error instanceof TransferLearningError ? error.logDetail : undefined;
+	const message = `${where}${redactPaths(original)}`;
+	const hint = originalHint && redactPaths(originalHint);
+	if ((detail || message !== where + original || hint !== originalHint) && error instanceof Object && !logged.has(error)) {
+		logged.add(error);
+		ctx.logger.warn(`${ctx.getNode().name}: ${original}${detail ? ` (${detail})` : ''}`, { hint: originalHint });
+	}
 	const nodeError = new NodeOperationError(ctx.getNode(), message, { itemIndex, description: hint });
 	// n8n swaps a message that mentions a system error code (ENOENT, ECONNREFUSED, ...) for a
 	// generic sentence that names neither the item nor the file or address; ours say both.

@@ -19,6 +19,8 @@ process.env.TL_MODEL_STORE = path.join(TEMP_DIR, 'models');
 process.env.TL_MODEL_CACHE = path.join(TEMP_DIR, 'cache');
 process.env.TL_MODEL_MIRROR = MIRROR_DIR;
 process.env.N8N_DIAGNOSTICS_ENABLED = 'false';
+// n8n reads files (custom models given by path included) only under these folders; its default is ~/.n8n-files.
+process.env.N8N_RESTRICT_FILE_ACCESS_TO = DATA_DIR;
 
 export { readDataset };
 
