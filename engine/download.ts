@@ -2,16 +2,24 @@ import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
-import axios, { AxiosError } from 'axios';
 import { TransferLearningError, errorMessage } from './errors';
 import { sharePromise } from './memo';
+import { guardedFetch } from './net/guarded-fetch';
 import { checkWeightPaths } from './paths';
 import { PUBLIC_MODEL_HOST, settings } from './settings';
 
-/** Sent with every request to a model host, for private hosts. */
+/** Sent with requests to the host of the configured model URL, for private hosts. */
 export interface HostAuth {
 	headerName: string;
 	headerValue: string;
+}
+
+/**
+ * Tells credentials apart without holding them: part of every cache key of a model fetched with
+ * one, so that a model a credential unlocked is never served to a caller without it.
+ */
+export function credentialKey(auth?: HostAuth): string {
+	return auth ? crypto.createHash('sha256').update(`${auth.headerName.toLowerCase()}\n${auth.headerValue}`).digest('hex').slice(0, 32) : '';
 }
 
 interface WeightsManifestGroup {
@@ -53,9 +61,10 @@ const inflight = new Map<string, Promise<ModelArtifacts>>();
  */
 export function fetchModelArtifacts(url: string, auth?: HostAuth): Promise<ModelArtifacts> {
 	const location = applyMirror(url);
+	const key = `${location}#${credentialKey(auth)}`;
 	// Shared while in flight only: the cache on disk serves later loads.
-	return sharePromise(inflight, location, () =>
-		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location)).finally(() => inflight.delete(location)),
+	return sharePromise(inflight, key, () =>
+		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location)).finally(() => inflight.delete(key)),
 	);
 }
 
@@ -77,17 +86,19 @@ async function readLocal(location: string): Promise<ModelArtifacts> {
 	return assemble(modelJson, shards, pathToFileURL(file).href);
 }
 
-function cachePathFor(location: string): string {
+function cachePathFor(location: string, auth?: HostAuth): string {
 	const url = new URL(location);
 	// Readable where possible, but never a path that could leave the cache folder.
 	const segments = [url.host, ...url.pathname.split('/')].filter((s) => s && s !== '.' && s !== '..');
 	const safe = segments.map((s) => s.replace(/[^A-Za-z0-9._-]/g, '_'));
 	if (url.search) safe[safe.length - 1] += '_' + crypto.createHash('sha1').update(url.search).digest('hex').slice(0, 8);
-	return path.join(settings().modelCacheDir, ...safe);
+	// Models fetched with a credential live apart, one folder per credential.
+	const owner = auth ? [`credential-${credentialKey(auth)}`] : [];
+	return path.join(settings().modelCacheDir, ...owner, ...safe);
 }
 
 async function fetchThroughCache(location: string, auth?: HostAuth): Promise<ModelArtifacts> {
-	const cachedJson = cachePathFor(location);
+	const cachedJson = cachePathFor(location, auth);
 	// model.json is renamed into place last, so its presence means every shard is complete.
 	const cached = await fs.readFile(cachedJson).catch(() => undefined);
 	// Shards are written and read under the cache path of their URL, never their raw name: a name
@@ -96,62 +107,59 @@ async function fetchThroughCache(location: string, auth?: HostAuth): Promise<Mod
 	if (cached) {
 		try {
 			const modelJson = parseModelJson(cached, cachedJson);
-			const shards = await Promise.all(shardUrls(modelJson).map((u) => fs.readFile(cachePathFor(u))));
+			const shards = await Promise.all(shardUrls(modelJson).map((u) => fs.readFile(cachePathFor(u, auth))));
 			return assemble(modelJson, shards, location);
 		} catch {
 			await fs.rm(cachedJson, { force: true }); // damaged cache: fetch again
 		}
 	}
-	const jsonBytes = await download(location, auth);
+	// The credential goes to the host (and port) of the model URL only: a weight file named by an
+	// absolute URL elsewhere, or a redirect elsewhere, gets none.
+	const credential = auth && { origin: new URL(location).origin, headers: { [auth.headerName]: auth.headerValue } };
+	const download = (u: string) => guardedFetch(u, { purpose: 'model', credential });
+	const jsonBytes = await download(location);
 	const modelJson = parseModelJson(jsonBytes, location);
 	const urls = shardUrls(modelJson);
-	const shards = await Promise.all(urls.map((u) => download(u, auth)));
+	const shards = await Promise.all(urls.map(download));
 	const artifacts = assemble(modelJson, shards, location);
-	await Promise.all(urls.map((u, i) => writeAtomically(cachePathFor(u), shards[i])));
+	await Promise.all(urls.map((u, i) => writeAtomically(cachePathFor(u, auth), shards[i])));
 	await writeAtomically(cachedJson, jsonBytes);
 	return artifacts;
 }
 
-/** Fetches an image for Extract Features, Fine-Tune Head or Classify, within the download limits. */
+/**
+ * Fetches an image named by item data for Extract Features, Fine-Tune Head or Classify: private
+ * and local addresses refused, within the image size and time limits, and refused before the
+ * download ends when it is not an image.
+ */
 export function downloadImage(url: string): Promise<Buffer> {
-	if (!/^https?:\/\//i.test(url)) {
-		throw new TransferLearningError(`"${url}" is not an http(s) URL`, 'Give the image URL, starting with http:// or https://');
-	}
-	return download(url, undefined, 'image');
+	return guardedFetch(url, { purpose: 'image', inspect: checkImage });
 }
 
-async function download(url: string, auth?: HostAuth, what: 'model' | 'image' = 'model'): Promise<Buffer> {
-	const { maxDownloadBytes, downloadTimeoutMs } = settings();
-	const host = what === 'model' ? 'The model host' : 'The image server';
-	try {
-		const response = await axios.get<ArrayBuffer>(url, {
-			responseType: 'arraybuffer',
-			timeout: downloadTimeoutMs,
-			maxContentLength: maxDownloadBytes,
-			headers: auth ? { [auth.headerName]: auth.headerValue } : undefined,
-			// tfjs hosts serve plain files; a redirect elsewhere is fine, a loop is not.
-			maxRedirects: 5,
-		});
-		// axios rejects a body cut short of its Content-Length itself, and counts maxContentLength
-		// after decompression; comparing the Content-Length here would refuse every gzip response.
-		return Buffer.from(response.data);
-	} catch (error) {
-		if (error instanceof TransferLearningError) throw error;
-		// A body cut short or over the size limit fails with the response's 200 still attached.
-		const status = (error as AxiosError).response?.status ?? 0;
-		if (status === 401 || status === 403) {
-			throw new TransferLearningError(
-				`${host} refused ${url} (HTTP ${status})`,
-				'Add a Model Host credential with the header or token the host expects',
-			);
-		}
-		if (status >= 400) {
-			throw new TransferLearningError(`${host} answered HTTP ${status} for ${url}`, what === 'model' ? 'Check the model URL or TL_MODEL_MIRROR' : 'Check the image URL');
-		}
-		throw new TransferLearningError(
-			`Could not download ${url}: ${errorMessage(error)}`,
-			'Check the network, or set TL_MODEL_MIRROR to a folder or server holding the models (offline installs)',
-		);
+/** Types that image servers send; a missing or generic one leaves the decision to the bytes. */
+const IMAGE_CONTENT_TYPE = /^(image\/|application\/octet-stream|binary\/octet-stream)/i;
+
+const HEIF_BRANDS = new Set(['avif', 'avis', 'heic', 'heix', 'heim', 'heis', 'hevc', 'hevx', 'mif1', 'msf1']);
+
+/** The formats the decoder is meant for, by their signature; anything else never reaches it. */
+export function imageFormat(head: Buffer): string | undefined {
+	const ascii = (start: number, end: number) => head.subarray(start, end).toString('latin1');
+	if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'jpeg';
+	if (head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';
+	if (ascii(0, 6) === 'GIF87a' || ascii(0, 6) === 'GIF89a') return 'gif';
+	if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'webp';
+	if (ascii(4, 8) === 'ftyp' && HEIF_BRANDS.has(ascii(8, 12))) return 'heif';
+	if (ascii(0, 4) === 'II*\0' || ascii(0, 4) === 'MM\0*') return 'tiff';
+	return undefined;
+}
+
+function checkImage(contentType: string | undefined, head: Buffer): void {
+	const hint = 'Point the URL at a JPEG, PNG, GIF, WebP, AVIF/HEIF or TIFF file';
+	if (contentType && !IMAGE_CONTENT_TYPE.test(contentType.trim())) {
+		throw new TransferLearningError(`The image URL did not return an image (its server sent ${contentType.split(';')[0].trim()})`, hint);
+	}
+	if (!imageFormat(head)) {
+		throw new TransferLearningError('The image URL did not return an image (its content is not a JPEG, PNG, GIF, WebP, AVIF/HEIF or TIFF file)', hint);
 	}
 }
 

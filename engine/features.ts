@@ -1,6 +1,6 @@
 import { Backbone } from './backbone';
 import { backboneKey, type ImageBackboneSpec } from './catalog';
-import type { HostAuth } from './download';
+import { credentialKey, type HostAuth } from './download';
 import { decodeImage, type ResizeMode } from './image';
 import { LruCache } from './lru';
 import type { LocalFileAccess } from './paths';
@@ -19,9 +19,13 @@ const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
 	pending.then((b) => b.retire()).catch(() => {});
 });
 
-/** Loads a backbone once per process and backend; later calls get the same instance. */
+/**
+ * Loads a backbone once per process, backend and credential (a private model is not served to a
+ * caller without the credential that fetched it); later calls get the same instance.
+ */
 export function loadBackbone(spec: ImageBackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
-	return sharePromise(loaded, `${backboneKey(spec)}@${options.backend ?? settings().backend}`, () => Backbone.load(spec, options));
+	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}#${credentialKey(options.auth)}`;
+	return sharePromise(loaded, key, () => Backbone.load(spec, options));
 }
 
 export interface ExtractOptions {

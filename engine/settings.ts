@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -18,11 +19,46 @@ export interface Settings {
 	backend: BackendChoice;
 	/** ONNX Runtime's intra-op threads. */
 	onnxThreads: number;
+	/** Per model file (model.json or one weight shard): size cap and whole-download deadline. */
 	maxDownloadBytes: number;
 	downloadTimeoutMs: number;
+	/** Per image fetched from a URL: size cap (counted while streaming) and whole-download deadline. */
+	maxImageBytes: number;
+	imageTimeoutMs: number;
+	/** n8n's own SSRF settings, read with n8n's meaning (see engine/net/address-policy.ts). */
+	ssrf: SsrfSettings;
 	/** Decompression-bomb guard: images with more pixels than this are refused before decoding. */
 	maxImagePixels: number;
 }
+
+export interface SsrfSettings {
+	/** N8N_SSRF_PROTECTION_ENABLED: whether n8n checks its own requests (model downloads follow it). */
+	enabled: boolean;
+	/** N8N_SSRF_BLOCKED_IP_RANGES, "default" expanded to n8n's list. */
+	blockedIpRanges: string[];
+	allowedIpRanges: string[];
+	allowedHostnames: string[];
+	blockedHostnames: string[];
+}
+
+/** n8n's SSRF_DEFAULT_BLOCKED_IP_RANGES (@n8n/config is not there at run time; a test keeps the two equal). */
+export const N8N_DEFAULT_BLOCKED_IP_RANGES: readonly string[] = [
+	'10.0.0.0/8',
+	'172.16.0.0/12',
+	'192.168.0.0/16',
+	'127.0.0.0/8',
+	'::1/128',
+	'169.254.0.0/16',
+	'fe80::/10',
+	'fc00::/7',
+	'fd00::/8',
+	'0.0.0.0/8',
+	'192.0.0.0/24',
+	'192.0.2.0/24',
+	'198.18.0.0/15',
+	'198.51.100.0/24',
+	'203.0.113.0/24',
+];
 
 export const PUBLIC_MODEL_HOST = 'https://storage.googleapis.com/';
 
@@ -40,6 +76,35 @@ function positiveNumber(name: string, fallback: number): number {
 	return value;
 }
 
+/** As @n8n/config reads its variables: NAME, else the file NAME_FILE names; outer quotes dropped. */
+function n8nEnv(name: string): string | undefined {
+	let value = process.env[name];
+	const file = process.env[`${name}_FILE`];
+	if (value === undefined && file) value = readFileSync(file, 'utf8');
+	return value?.trim().replace(/^(['"])(.*)\1$/, '$2');
+}
+
+/** Comma-separated, entries trimmed, empty ones dropped. */
+function n8nList(name: string): string[] | undefined {
+	return n8nEnv(name)
+		?.split(',')
+		.map((v) => v.trim())
+		.filter(Boolean);
+}
+
+function ssrfSettings(): SsrfSettings {
+	const blocked = n8nList('N8N_SSRF_BLOCKED_IP_RANGES');
+	return {
+		enabled: ['true', '1'].includes(n8nEnv('N8N_SSRF_PROTECTION_ENABLED')?.toLowerCase() ?? ''),
+		blockedIpRanges: blocked
+			? [...new Set(blocked.flatMap((v) => (v.toLowerCase() === 'default' ? N8N_DEFAULT_BLOCKED_IP_RANGES : [v])))]
+			: [...N8N_DEFAULT_BLOCKED_IP_RANGES],
+		allowedIpRanges: n8nList('N8N_SSRF_ALLOWED_IP_RANGES') ?? [],
+		allowedHostnames: n8nList('N8N_SSRF_ALLOWED_HOSTNAMES') ?? [],
+		blockedHostnames: n8nList('N8N_SSRF_BLOCKED_HOSTNAMES') ?? [],
+	};
+}
+
 export function settings(): Settings {
 	const base = path.join(n8nUserFolder(), 'transfer-learning');
 	const backend = (process.env.TL_BACKEND ?? 'auto') as BackendChoice;
@@ -54,6 +119,9 @@ export function settings(): Settings {
 		onnxThreads: positiveNumber('TL_ONNX_THREADS', os.availableParallelism()),
 		maxDownloadBytes: positiveNumber('TL_MAX_DOWNLOAD_MB', 512) * 1024 * 1024,
 		downloadTimeoutMs: positiveNumber('TL_DOWNLOAD_TIMEOUT_S', 300) * 1000,
+		maxImageBytes: positiveNumber('TL_IMAGE_MAX_MB', 20) * 1024 * 1024,
+		imageTimeoutMs: positiveNumber('TL_IMAGE_TIMEOUT_S', 30) * 1000,
+		ssrf: ssrfSettings(),
 		maxImagePixels: positiveNumber('TL_MAX_IMAGE_PIXELS', 50_000_000),
 	};
 }

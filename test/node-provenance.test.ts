@@ -257,6 +257,8 @@ test('Images are read a few at a time, never all at once', async () => {
 		setTimeout(() => fs.readFile(path.join(DATASETS_DIR, decodeURIComponent(new URL(req.url!, 'http://x').pathname))).then((bytes) => res.end(bytes)), 40);
 		return true;
 	});
+	// Image URLs on loopback are refused unless an administrator allows them.
+	process.env.N8N_SSRF_ALLOWED_IP_RANGES = '127.0.0.1/32';
 	try {
 		const items = Array.from({ length: 36 }, (_, i) => ({ json: { url: server.url + relative[i % relative.length] } }));
 		const run = await runNode('extractFeatures', { ...BACKBONE, imageSource: 'url', imageUrl: '={{ $json.url }}', options: { batchSize: 4 } }, items);
@@ -266,6 +268,7 @@ test('Images are read a few at a time, never all at once', async () => {
 		assert.ok(most <= 4, `${most} images were read at once`);
 		assert.ok(most >= 2, 'reads overlap');
 	} finally {
+		delete process.env.N8N_SSRF_ALLOWED_IP_RANGES;
 		await server.close();
 	}
 });

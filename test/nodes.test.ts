@@ -30,6 +30,8 @@ test('Extract Features: JPEG and PNG binaries and image URLs become feature vect
 	assert.ok(cosine > 0.999, `cosine ${cosine}`);
 
 	const server = await serveFolder(DATASETS_DIR);
+	// Image URLs on loopback are refused unless an administrator allows them.
+	process.env.N8N_SSRF_ALLOWED_IP_RANGES = '127.0.0.1/32';
 	try {
 		const relative = train[0].file.slice(DATASETS_DIR.length + 1);
 		const byUrl = await runNode(
@@ -42,6 +44,7 @@ test('Extract Features: JPEG and PNG binaries and image URLs become feature vect
 		const missing = await runNode('extractFeatures', { ...BACKBONE, imageSource: 'url', imageUrl: '={{ $json.url }}' }, [{ json: { url: server.url + 'nope.jpg' } }]);
 		assert.match(missing.error!.message, /^Item 0: The image server answered HTTP 404/);
 	} finally {
+		delete process.env.N8N_SSRF_ALLOWED_IP_RANGES;
 		await server.close();
 	}
 });

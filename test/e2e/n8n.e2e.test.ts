@@ -70,7 +70,8 @@ before(async () => {
 		brokerPort: await freePort(),
 		readableFolders: [path.dirname(trainingFolder)],
 		// The store and cache go to their defaults under the n8n user folder, as for a user.
-		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '' },
+		// The image server of the classify-by-URL request is on loopback, which image URLs may not reach unless allowed.
+		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '', N8N_SSRF_ALLOWED_IP_RANGES: '127.0.0.1/32' },
 	};
 	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
 	await publishWorkflows(options, PUBLISHED_EXAMPLES);

@@ -16,6 +16,8 @@ export interface StaticServer {
 export async function serveFolder(
 	root: string,
 	override?: (urlPath: string, req: http.IncomingMessage, res: http.ServerResponse) => boolean,
+	/** Any loopback address: a test can allow one (127.0.0.2) and keep the others blocked. */
+	host = '127.0.0.1',
 ): Promise<StaticServer> {
 	const requests: StaticServer['requests'] = [];
 	const server = http.createServer(async (req, res) => {
@@ -29,10 +31,10 @@ export async function serveFolder(
 		res.writeHead(200, { 'content-length': stat.size, 'content-type': 'application/octet-stream' });
 		createReadStream(file).pipe(res);
 	});
-	await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+	await new Promise<void>((resolve) => server.listen(0, host, resolve));
 	const { port } = server.address() as AddressInfo;
 	return {
-		url: `http://127.0.0.1:${port}/`,
+		url: `http://${host}:${port}/`,
 		requests,
 		// Clients keep connections alive; close them too rather than wait for their timeout.
 		close: () =>
@@ -41,4 +43,42 @@ export async function serveFolder(
 				server.closeAllConnections();
 			}),
 	};
+}
+
+export interface Canary {
+	port: number;
+	/** Connections accepted and requests answered since the last reset. */
+	connections: number;
+	requests: number;
+	reset(): void;
+	close(): Promise<void>;
+}
+
+/**
+ * An internal service that must never be reached: it listens on every loopback address (IPv4 and
+ * IPv6, one port) and counts connections as well as requests, so that a refusal is seen to come
+ * before any connection.
+ */
+export async function startCanary(): Promise<Canary> {
+	const server = http.createServer((_req, res) => {
+		canary.requests++;
+		res.writeHead(200, { 'content-type': 'text/plain' }).end('internal secret');
+	});
+	server.on('connection', () => canary.connections++);
+	await new Promise<void>((resolve) => server.listen(0, '::', resolve));
+	const canary: Canary = {
+		port: (server.address() as AddressInfo).port,
+		connections: 0,
+		requests: 0,
+		reset() {
+			canary.connections = 0;
+			canary.requests = 0;
+		},
+		close: () =>
+			new Promise((resolve) => {
+				server.close(() => resolve());
+				server.closeAllConnections();
+			}),
+	};
+	return canary;
 }
