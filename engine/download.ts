@@ -77,7 +77,8 @@ async function readLocal(location: string): Promise<ModelArtifacts> {
 	return assemble(modelJson, shards, pathToFileURL(file).href);
 }
 
-function cachePathFor(location: string): string {
+/** Where a file downloaded from `location` is kept in the model cache. */
+export function cachePathFor(location: string): string {
 	const url = new URL(location);
 	// Readable where possible, but never a path that could leave the cache folder.
 	const segments = [url.host, ...url.pathname.split('/')].filter((s) => s && s !== '.' && s !== '..');
@@ -118,6 +119,11 @@ export function downloadImage(url: string): Promise<Buffer> {
 		throw new TransferLearningError(`"${url}" is not an http(s) URL`, 'Give the image URL, starting with http:// or https://');
 	}
 	return download(url, undefined, 'image');
+}
+
+/** One model file that is not a tfjs model.json (a tokenizer, an ONNX model), within the model download limits. */
+export function downloadModelFile(url: string, auth?: HostAuth): Promise<Buffer> {
+	return download(url, auth);
 }
 
 async function download(url: string, auth?: HostAuth, what: 'model' | 'image' = 'model'): Promise<Buffer> {
