@@ -45,26 +45,30 @@ export interface HubFile {
 export async function fetchHubFiles(repo: string, files: string[], auth?: HostAuth): Promise<HubFile[]> {
 	const problem = hubRepoProblem(repo);
 	if (problem) throw new TransferLearningError(`"${repo}" is not a Hugging Face model id`, problem);
-	return Promise.all(
-		files.map(async (file): Promise<HubFile> => {
-			const location = hubFileLocation(repo, file);
-			if (!/^https?:\/\//i.test(location)) {
-				const bytes = await fs.readFile(location).catch((error: NodeJS.ErrnoException) => {
-					throw new TransferLearningError(
-						`Could not read ${file} of ${repo} at ${location}: ${error.code ?? errorMessage(error)}`,
-						'Copy the file into the TL_MODEL_MIRROR folder as huggingface.co/<owner>/<name>/resolve/main/<file>',
-					);
-				});
-				return { bytes, location };
-			}
-			const cachePath = cachePathFor(location);
-			const cached = await fs.readFile(cachePath).catch(() => undefined);
-			if (cached) return { bytes: cached, location, cachePath };
-			const bytes = await downloadModelFile(location, auth);
-			await writeAtomically(cachePath, bytes);
-			return { bytes, location, cachePath };
-		}),
-	);
+	// One after another, in the order given: a missing small file fails the load before the large
+	// ONNX file is fetched, and no download is left running after a failure.
+	const fetched: HubFile[] = [];
+	for (const file of files) fetched.push(await fetchHubFile(repo, file, auth));
+	return fetched;
+}
+
+async function fetchHubFile(repo: string, file: string, auth?: HostAuth): Promise<HubFile> {
+	const location = hubFileLocation(repo, file);
+	if (!/^https?:\/\//i.test(location)) {
+		const bytes = await fs.readFile(location).catch((error: NodeJS.ErrnoException) => {
+			throw new TransferLearningError(
+				`Could not read ${file} of ${repo} at ${location}: ${error.code ?? errorMessage(error)}`,
+				'Copy the file into the TL_MODEL_MIRROR folder as huggingface.co/<owner>/<name>/resolve/main/<file>',
+			);
+		});
+		return { bytes, location };
+	}
+	const cachePath = cachePathFor(location);
+	const cached = await fs.readFile(cachePath).catch(() => undefined);
+	if (cached) return { bytes: cached, location, cachePath };
+	const bytes = await downloadModelFile(location, auth);
+	await writeAtomically(cachePath, bytes);
+	return { bytes, location, cachePath };
 }
 
 /** Parses a JSON file of a hub repository; a damaged cached copy is removed so the next load fetches it again. */
