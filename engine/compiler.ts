@@ -4,7 +4,7 @@
  * into the next convolution's padding, activations folded into the op they follow. The same plan is
  * run by TF.js ops (compiled-tfjs.ts) and by ONNX Runtime (onnx.ts).
  */
-import type { BackboneSpec } from './catalog';
+import type { ImageBackboneSpec } from './catalog';
 import type { ModelArtifacts } from './download';
 
 export type Activation = 'linear' | 'relu' | 'relu6' | 'sigmoid' | 'tanh' | 'softmax';
@@ -109,7 +109,7 @@ function samePadding(size: number, kernel: number, stride: number): [number, num
 	return [Math.floor(total / 2), total - Math.floor(total / 2)];
 }
 
-export function compileLayersModel(artifacts: ModelArtifacts, spec: BackboneSpec): CompiledPlan {
+export function compileLayersModel(artifacts: ModelArtifacts, spec: ImageBackboneSpec): CompiledPlan {
 	const topology = artifacts.modelJson.modelTopology as { model_config?: unknown; class_name?: string; config?: unknown };
 	const model = (topology.model_config ?? topology) as { class_name: string; config: { layers: KerasLayer[]; input_layers?: unknown[][] } };
 	if (!['Model', 'Functional'].includes(model.class_name)) throw new CompileError(`${model.class_name} models are not compiled`);

@@ -1,5 +1,5 @@
 import { Backbone } from './backbone';
-import { backboneKey, type BackboneSpec } from './catalog';
+import { backboneKey, type ImageBackboneSpec } from './catalog';
 import type { HostAuth } from './download';
 import { decodeImage, type ResizeMode } from './image';
 import { LruCache } from './lru';
@@ -20,7 +20,7 @@ const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
 });
 
 /** Loads a backbone once per process and backend; later calls get the same instance. */
-export function loadBackbone(spec: BackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
+export function loadBackbone(spec: ImageBackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
 	return sharePromise(loaded, `${backboneKey(spec)}@${options.backend ?? settings().backend}`, () => Backbone.load(spec, options));
 }
 

@@ -41,6 +41,8 @@ export {
 export type { LocalFileAccess } from './paths';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice } from './settings';
+export { embedTexts, loadTextEncoder, SharedTextEncoder, textProblem, type TextEncoder, type TextLoadOptions } from './text/encoder';
+export { MAX_TOKENS as MAX_TEXT_TOKENS } from './text/use-lite';
 export { tf } from './backend';
 
 /** Turns a training result into the next version of `name` in the store. */
@@ -49,7 +51,7 @@ export async function saveTrainedModel(
 	name: string,
 	trained: TrainingResult,
 	backbone: BackboneSpec,
-	preprocessing: { resizeMode: ResizeMode; l2Normalize: boolean },
+	preprocessing: { resizeMode?: ResizeMode; l2Normalize: boolean },
 ): Promise<TrainedModel> {
 	const manifest = await store.save(name, {
 		manifest: {
@@ -58,7 +60,7 @@ export async function saveTrainedModel(
 			createdAt: new Date().toISOString(),
 			packageVersion,
 			backbone,
-			resizeMode: preprocessing.resizeMode,
+			...(preprocessing.resizeMode ? { resizeMode: preprocessing.resizeMode } : {}),
 			l2Normalize: preprocessing.l2Normalize,
 			labels: trained.head.labels,
 			featureSize: trained.head.featureSize,

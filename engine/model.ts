@@ -2,8 +2,8 @@ import { z } from 'zod';
 import {
 	backboneKey,
 	CATALOG,
-	catalogBackbone,
 	customAddressProblem,
+	inputTypeOf,
 	INPUT_SIZE_RANGE,
 	MAX_ADDRESS_LENGTH,
 	NORMALIZATIONS,
@@ -35,7 +35,8 @@ export interface ModelManifest {
 	createdAt: string;
 	packageVersion: string;
 	backbone: BackboneSpec;
-	resizeMode: ResizeMode;
+	/** Images only: how they were brought to the backbone's input size. */
+	resizeMode?: ResizeMode;
 	/** Whether features were L2-normalised before the head (a model trained on normalised features needs them). */
 	l2Normalize: boolean;
 	labels: string[];
@@ -54,13 +55,14 @@ export interface ModelManifest {
 /** How feature vectors were made; Extract Features outputs it and a model records the one it was trained on. */
 export interface FeatureSource {
 	backbone: BackboneSpec;
-	resizeMode: ResizeMode;
+	/** Images only. */
+	resizeMode?: ResizeMode;
 	/** Whether the vectors were scaled to length 1. */
 	l2Normalize: boolean;
 }
 
 export function featureSourceOf(manifest: ModelManifest): FeatureSource {
-	return { backbone: manifest.backbone, resizeMode: manifest.resizeMode, l2Normalize: manifest.l2Normalize };
+	return { backbone: manifest.backbone, ...(manifest.resizeMode ? { resizeMode: manifest.resizeMode } : {}), l2Normalize: manifest.l2Normalize };
 }
 
 /** Equal exactly when the two give the same vectors for the same image. */
@@ -71,12 +73,12 @@ export function featureSourceKey(source: FeatureSource): string {
 const RESIZE_WORDS: Record<ResizeMode, string> = { centreCrop: 'centre crop', fitPad: 'fit with padding', stretch: 'stretch' };
 
 export function describeFeatureSource(source: FeatureSource): string {
-	return `${describeBackbone(source.backbone)}, ${RESIZE_WORDS[source.resizeMode]}${source.l2Normalize ? ', L2-normalised' : ''}`;
+	return `${describeBackbone(source.backbone)}${source.resizeMode ? `, ${RESIZE_WORDS[source.resizeMode]}` : ''}${source.l2Normalize ? ', L2-normalised' : ''}`;
 }
 
 /** A catalog id says it all; two custom models at one address may still differ in how they are read. */
 export function describeBackbone(spec: BackboneSpec): string {
-	if (!spec.id.startsWith('custom:')) return spec.id;
+	if (spec.inputType === 'text' || !spec.id.startsWith('custom:')) return spec.id;
 	const layer = spec.featureLayer || spec.outputNode;
 	return `${spec.id} (${spec.inputSize.width}x${spec.inputSize.height}, ${spec.normalization}${layer ? `, ${layer}` : ''})`;
 }
@@ -97,7 +99,8 @@ const whole = (min: number, max: number) => z.number().int().min(min).max(max);
 const inputSide = whole(INPUT_SIZE_RANGE.min, INPUT_SIZE_RANGE.max);
 const layerName = z.string().max(200).optional();
 
-const backboneSchema = z.object({
+const imageBackboneSchema = z.object({
+	inputType: z.literal('image').default('image'),
 	id: z.string().max(MAX_ADDRESS_LENGTH + 'custom:'.length),
 	url: z.string().min(1).max(MAX_ADDRESS_LENGTH),
 	format: z.enum(['layers', 'graph', 'auto']),
@@ -105,13 +108,45 @@ const backboneSchema = z.object({
 	normalization: z.enum(Object.keys(NORMALIZATIONS) as [NormalizationName, ...NormalizationName[]]),
 	featureLayer: layerName,
 	outputNode: layerName,
-}).superRefine((spec, ctx) => {
-	const problem = backboneProblem(spec);
-	if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
 });
+const textBackboneSchema = z.object({
+	inputType: z.literal('text'),
+	id: z.string().max(200),
+	url: z.string().min(1).max(MAX_ADDRESS_LENGTH),
+	format: z.enum(['use-lite']),
+});
+/**
+ * Specs saved before text input have no inputType: they are images. Dispatching on the field keeps
+ * the image schema's own messages (a union would only say "Invalid input").
+ */
+const backboneSchema = z
+	.custom<unknown>()
+	.transform((value, ctx): BackboneSpec => {
+		const schema = (value as { inputType?: unknown } | null)?.inputType === 'text' ? textBackboneSchema : imageBackboneSchema;
+		const parsed = schema.safeParse(value);
+		if (!parsed.success) {
+			parsed.error.issues.forEach((issue) => ctx.addIssue(issue));
+			return z.NEVER;
+		}
+		return parsed.data;
+	})
+	.superRefine((spec, ctx) => {
+		const problem = backboneProblem(spec);
+		if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+	});
 const resizeModeSchema = z.enum(Object.keys(RESIZE_WORDS) as [ResizeMode, ...ResizeMode[]]);
 
-const featureSourceSchema = z.object({ backbone: backboneSchema, resizeMode: resizeModeSchema, l2Normalize: z.boolean() });
+/** A resize mode for image features, none for text: the one an image model was trained with is what Classify resizes with. */
+function checkResizeMode(value: { backbone: BackboneSpec; resizeMode?: ResizeMode }, ctx: z.RefinementCtx): void {
+	const image = inputTypeOf(value.backbone) === 'image';
+	if (image !== (value.resizeMode !== undefined)) {
+		ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['resizeMode'], message: image ? 'image features need a resize mode' : 'text features have no resize mode' });
+	}
+}
+
+const featureSourceSchema = z
+	.object({ backbone: backboneSchema, resizeMode: resizeModeSchema.optional(), l2Normalize: z.boolean() })
+	.superRefine(checkResizeMode);
 
 /** Reads a feature source from item data, which anything upstream may have changed. */
 export function parseFeatureSource(value: unknown): FeatureSource {
@@ -178,7 +213,7 @@ const manifestSchema = z
 		createdAt: z.string().max(64),
 		packageVersion: z.string().max(64),
 		backbone: backboneSchema,
-		resizeMode: resizeModeSchema,
+		resizeMode: resizeModeSchema.optional(),
 		l2Normalize: z.boolean(),
 		labels: z
 			.array(z.string().superRefine((label, ctx) => {
@@ -206,6 +241,7 @@ const manifestSchema = z
 		}),
 	})
 	.superRefine((m, ctx) => {
+		checkResizeMode(m, ctx);
 		const fail = (path: (string | number)[], message: string) => ctx.addIssue({ code: z.ZodIssueCode.custom, path, message });
 		const seen = new Set<string>();
 		m.labels.forEach((label, i) => {
@@ -221,8 +257,12 @@ const manifestSchema = z
  */
 function backboneProblem(spec: BackboneSpec): string | undefined {
 	if (Object.hasOwn(CATALOG, spec.id)) {
-		return backboneKey(spec) === backboneKey(catalogBackbone(spec.id)) ? undefined : `it names the catalog backbone "${spec.id}" with other settings or another address`;
+		const entry = CATALOG[spec.id];
+		return inputTypeOf(entry) === inputTypeOf(spec) && backboneKey(spec) === backboneKey(entry)
+			? undefined
+			: `it names the catalog backbone "${spec.id}" with other settings or another address`;
 	}
+	if (spec.inputType === 'text') return `its id "${spec.id.slice(0, 50)}" is not a text backbone of the catalog`;
 	if (spec.id !== `custom:${spec.url}`) return `its id "${spec.id.slice(0, 50)}" is neither a catalog backbone nor "custom:" and its address`;
 	const address = customAddressProblem(spec.url);
 	return address && `its address cannot be used: ${address}`;

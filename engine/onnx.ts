@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
 import type * as Ort from 'onnxruntime-node';
-import { NORMALIZATIONS, backboneKey, type BackboneSpec, type Normalization } from './catalog';
+import { NORMALIZATIONS, backboneKey, type ImageBackboneSpec, type Normalization } from './catalog';
 import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from './download';
@@ -174,7 +174,7 @@ export class OnnxExecutor {
 		private readonly plan: CompiledPlan,
 	) {}
 
-	static async create(plan: CompiledPlan, spec: BackboneSpec, artifacts: ModelArtifacts): Promise<OnnxExecutor> {
+	static async create(plan: CompiledPlan, spec: ImageBackboneSpec, artifacts: ModelArtifacts): Promise<OnnxExecutor> {
 		const ort = onnxRuntime();
 		const hash = crypto.createHash('sha256').update(`${COMPILER_VERSION}:${backboneKey(spec)}`).update(new Uint8Array(artifacts.weightData)).digest('hex').slice(0, 16);
 		const file = path.join(settings().modelCacheDir, 'compiled', `${spec.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(-80)}-${hash}.onnx`);

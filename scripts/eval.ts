@@ -2,6 +2,7 @@
  * Trains a head on a dataset's `train` split and scores it on its `test` split.
  *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--hidden N]
  * With --json the last line printed is one JSON object (other checks parse it).
+ * A .csv of texts (`text,label,split`) goes to eval-text.ts, which adds a TF-IDF baseline.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -11,6 +12,7 @@ import { argMax, predictHead, trainHead } from '../engine/head';
 import { computeMetrics } from '../engine/metrics';
 import type { BackendChoice } from '../engine/settings';
 import { readDataset } from './dataset';
+import { evalText } from './eval-text';
 
 async function main() {
 	const { values } = parseArgs({
@@ -21,9 +23,12 @@ async function main() {
 			hidden: { type: 'string', default: '0' },
 			seed: { type: 'string', default: '42' },
 			json: { type: 'boolean', default: false },
+			seeds: { type: 'string', default: '1' },
+			'per-class': { type: 'string' },
 		},
 	});
-	if (!values.data) throw new Error('usage: npm run eval -- --data DIR --backbone ID [--json]');
+	if (!values.data) throw new Error('usage: npm run eval -- --data DIR|FILE.csv --backbone ID [--json]');
+	if (values.data.endsWith('.csv')) return evalText({ ...values, data: values.data, perClass: values['per-class'] });
 	const examples = readDataset(values.data);
 	const train = examples.filter((e) => e.split === 'train');
 	const test = examples.filter((e) => e.split === 'test');

@@ -91,12 +91,24 @@ export async function installPackage(userFolder: string): Promise<string> {
 export const EXAMPLES_DIR = path.join(REPO_ROOT, 'examples');
 
 /** The ids the example workflows carry in `examples/`. */
-export const EXAMPLE_IDS = { train: 'tlExampleTrain01', classify: 'tlExampleClassif', retrain: 'tlExampleRetrain', route: 'tlExampleRouteBy' };
+export const EXAMPLE_IDS = {
+	train: 'tlExampleTrain01',
+	classify: 'tlExampleClassif',
+	retrain: 'tlExampleRetrain',
+	route: 'tlExampleRouteBy',
+	classifyTickets: 'tlExampleTickets',
+	trainTickets: 'tlExampleTrainTx',
+};
 
-/** Published (live) from the first start: the two webhooks. The schedule waits for the user. */
-export const PUBLISHED_EXAMPLES = [EXAMPLE_IDS.classify, EXAMPLE_IDS.route];
+/** Published (live) from the first start: the webhooks. The schedule waits for the user. */
+export const PUBLISHED_EXAMPLES = [EXAMPLE_IDS.classify, EXAMPLE_IDS.route, EXAMPLE_IDS.classifyTickets];
 
-/** The example workflows, with the folder the Train and Retrain examples read set to `trainingFolder`. */
+/** The labelled texts the ticket example trains on: beside the training images. */
+export function ticketsCsv(trainingFolder: string): string {
+	return path.join(path.dirname(trainingFolder), 'training-texts', 'tickets.csv');
+}
+
+/** The example workflows, with the folder the Train and Retrain examples read set to `trainingFolder`, and the ticket CSV beside it. */
 export async function prepareExamples(outDir: string, trainingFolder: string): Promise<string[]> {
 	await fs.mkdir(outDir, { recursive: true });
 	const files: string[] = [];
@@ -104,7 +116,8 @@ export async function prepareExamples(outDir: string, trainingFolder: string): P
 		const workflow = JSON.parse(await fs.readFile(path.join(EXAMPLES_DIR, name), 'utf8')) as { nodes: { type: string; parameters: Record<string, unknown> }[] };
 		for (const node of workflow.nodes) {
 			if (node.type === 'n8n-nodes-base.readWriteFile') {
-				node.parameters.fileSelector = `${trainingFolder}/*/*.{jpg,jpeg,png,webp}`;
+				const csv = String(node.parameters.fileSelector).endsWith('.csv');
+				node.parameters.fileSelector = csv ? ticketsCsv(trainingFolder) : `${trainingFolder}/*/*.{jpg,jpeg,png,webp}`;
 			}
 		}
 		const file = path.join(outDir, name);

@@ -13,6 +13,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { copyIntoClassFolders, readDataset } from './dataset';
+import { writeTrainSplit } from './text-dataset';
 import {
 	OWNER,
 	describeExit,
@@ -20,12 +21,14 @@ import {
 	importWorkflows,
 	installPackage,
 	prepareExamples,
+	ticketsCsv,
 	publishWorkflows,
 	spawnN8n,
 	type StartOptions,
 } from './n8n-instance';
 
 const DEMO_DATASET = path.resolve(__dirname, '..', '..', '..', 'shared', 'data', 'image_datasets', 'flowers5');
+const DEMO_TEXTS = path.resolve(__dirname, '..', '..', '..', 'shared', 'data', 'text', 'banking77_10intents', 'banking77_10intents.csv');
 
 /** Set once n8n is being stopped on purpose: its exit is then no error. */
 let stopping = false;
@@ -48,6 +51,10 @@ async function main() {
 		// Something to train on out of the box: the flowers5 train split, one folder per class.
 		await copyIntoClassFolders(trainingFolder, readDataset(DEMO_DATASET).filter((e) => e.split === 'train'));
 		console.log(`Copied the flowers5 training images into ${trainingFolder}`);
+	}
+	if (!existsSync(ticketsCsv(trainingFolder)) && existsSync(DEMO_TEXTS)) {
+		const count = await writeTrainSplit(DEMO_TEXTS, ticketsCsv(trainingFolder));
+		console.log(`Wrote ${count} labelled support tickets (BANKING77, 10 intents) to ${ticketsCsv(trainingFolder)}`);
 	}
 
 	console.log('Installing the package into n8n (npm pack, then a shallow install without scripts)...');

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import type { BackboneSpec, ModelArtifacts } from '../engine';
+import type { ImageBackboneSpec, ModelArtifacts } from '../engine';
 
 const BLOCKS: [expansion: number, channels: number, repeats: number, stride: number][] = [
 	[1, 16, 1, 1],
@@ -17,7 +17,7 @@ const BLOCKS: [expansion: number, channels: number, repeats: number, stride: num
 	[6, 320, 1, 1],
 ];
 
-export async function syntheticMobileNetV2(): Promise<{ spec: BackboneSpec; artifacts: ModelArtifacts }> {
+export async function syntheticMobileNetV2(): Promise<{ spec: ImageBackboneSpec; artifacts: ModelArtifacts }> {
 	tf.setBackend('cpu'); // building needs no speed, and keeps the measured backends cold
 	let layer = 0;
 	const name = (kind: string) => `${kind}_${layer++}`;

@@ -23,7 +23,7 @@ import {
 	saveTrainedModel,
 	tf,
 	trainHead,
-	type BackboneSpec,
+	type ImageBackboneSpec,
 } from '../engine';
 import { writeGraphModel } from './helpers/graph-model';
 import { serveFolder } from './helpers/server';
@@ -190,7 +190,7 @@ test('a failed ONNX Runtime session release is logged, never an unhandled reject
 test('more concurrent extractions with distinct backbones than the cache holds all succeed, and leave no tensor behind', async () => {
 	const url = path.join(V1_025, 'model.json');
 	// Six distinct cache keys (the cache holds four): three feature layers at two input sizes.
-	const specs: BackboneSpec[] = ['conv_pw_13_relu', 'conv_pw_12_relu', 'conv_pw_11_relu'].flatMap((featureLayer) =>
+	const specs: ImageBackboneSpec[] = ['conv_pw_13_relu', 'conv_pw_12_relu', 'conv_pw_11_relu'].flatMap((featureLayer) =>
 		[224, 160].map((inputSize) => customBackbone({ url, featureLayer, inputSize })),
 	);
 	for (const backend of ['wasm', 'onnxruntime'] as const) {

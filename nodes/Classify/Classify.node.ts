@@ -7,8 +7,8 @@ import {
 	featureSourceMismatch,
 	featureSourceOf,
 	importModel,
+	inputTypeOf,
 	LruCache,
-	loadBackbone,
 	ModelStore,
 	TransferLearningError,
 	UNKNOWN_LABEL,
@@ -18,7 +18,7 @@ import {
 } from '../../engine';
 
 import { n8nFileAccess } from '../shared/files';
-import { failedItem, failedRun, gatherFeatures, readFeatureSource, readHostAuth } from '../shared/items';
+import { extractorBackend, failedItem, failedRun, gatherFeatures, loadExtractor, readFeatureSource, readHostAuth } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
 
 interface Options {
@@ -48,7 +48,7 @@ export class Classify implements INodeType {
 		try {
 			if (routeByClass) checkClassNames(classNames);
 			const options = this.getNodeParameter('options', 0, {}) as Options;
-			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'features';
+			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'text' | 'features';
 			const threshold = this.getNodeParameter('threshold', 0, 0) as number;
 			const topK = this.getNodeParameter('topK', 0, 3) as number;
 			const store = new ModelStore();
@@ -62,6 +62,7 @@ export class Classify implements INodeType {
 						const model = await resolveModel(this, store, i, options.allowFileBackbone ?? false);
 						if (routeByClass) checkOutputsMatch(classNames, model);
 						if (inputType === 'features') checkFeatureSource(this, i, model);
+						else checkInputType(inputType, model);
 						return model;
 					} catch (error) {
 						return error as Error;
@@ -91,9 +92,9 @@ export class Classify implements INodeType {
 							l2Normalize: manifest.l2Normalize,
 						},
 						async () => {
-							const backbone = await loadBackbone(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
-							backend = backbone.backend.name;
-							return backbone;
+							const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+							backend = extractorBackend(extractor).name;
+							return extractor;
 						},
 					);
 				} catch (error) {
@@ -220,6 +221,17 @@ function checkFeatureSource(ctx: IExecuteFunctions, itemIndex: number, model: Tr
 			`Set Extract Features to the model's backbone, Resize Mode and L2-Normalise, or classify the images themselves (Input: Images)`,
 		);
 	}
+}
+
+/** A text model given images (or the other way round) would compute nothing sensible. */
+function checkInputType(inputType: 'image' | 'text', model: TrainedModel): void {
+	const trainedOn = inputTypeOf(model.manifest.backbone);
+	if (trainedOn === inputType) return;
+	const { name, version } = model.manifest;
+	throw new TransferLearningError(
+		`Model "${name}" version ${version} was trained on ${trainedOn === 'text' ? 'texts' : 'images'}, but Input is set to ${inputType === 'text' ? 'Text' : 'Images'}`,
+		`Set Input to ${trainedOn === 'text' ? 'Text' : 'Images'}, or choose a model trained on ${inputType === 'text' ? 'texts' : 'images'}`,
+	);
 }
 
 function outputIndex(classNames: string[], label: string): number {

@@ -21,7 +21,7 @@ export const classifyDescription: INodeTypeDescription = {
 	group: ['transform'],
 	version: 1,
 	subtitle: '={{ $parameter.modelSource === "binary" ? "model from file" : $parameter.modelName }}',
-	description: 'Label images (or feature vectors) with a model trained by Fine-Tune Head',
+	description: 'Label images, texts or feature vectors with a model trained by Fine-Tune Head',
 	defaults: { name: 'Classify' },
 	inputs: ['main'],
 	outputs: `={{(${outputsFromClassNames})($parameter)}}`,

@@ -1,7 +1,7 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
-import { loadBackbone, type BackendChoice, type FeatureSource, type ResizeMode } from '../../engine';
+import type { BackendChoice, FeatureSource, ResizeMode } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
-import { FEATURE_SOURCE_FIELD, failedItem, failedRun, gatherFeatures, readBackboneSpec, readHostAuth } from '../shared/items';
+import { extractorBackend, FEATURE_SOURCE_FIELD, failedItem, failedRun, gatherFeatures, loadExtractor, readBackboneSpec, readHostAuth } from '../shared/items';
 import { extractFeaturesDescription } from './ExtractFeaturesDescription';
 
 interface Options {
@@ -19,9 +19,11 @@ export class ExtractFeatures implements INodeType {
 		const items = this.getInputData();
 		try {
 			const options = this.getNodeParameter('options', 0, {}) as Options;
+			// Workflows saved before text input have no Input parameter: images.
+			const inputType = this.getNodeParameter('inputType', 0, 'image') as 'image' | 'text';
 			const source: FeatureSource = {
-				backbone: readBackboneSpec(this),
-				resizeMode: options.resizeMode ?? 'centreCrop',
+				backbone: readBackboneSpec(this, inputType),
+				...(inputType === 'image' ? { resizeMode: options.resizeMode ?? 'centreCrop' } : {}),
 				l2Normalize: options.l2Normalize ?? false,
 			};
 			const auth = await readHostAuth(this);
@@ -29,11 +31,11 @@ export class ExtractFeatures implements INodeType {
 			const results = await gatherFeatures(
 				this,
 				items.map((_, i) => i),
-				{ inputType: 'image', featuresField: '', resizeMode: source.resizeMode, batchSize: options.batchSize ?? 16, l2Normalize: source.l2Normalize },
+				{ inputType, featuresField: '', resizeMode: source.resizeMode, batchSize: options.batchSize ?? 16, l2Normalize: source.l2Normalize },
 				async () => {
-					const backbone = await loadBackbone(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
-					backend = backbone.backend;
-					return backbone;
+					const extractor = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+					backend = extractorBackend(extractor);
+					return extractor;
 				},
 			);
 			const field = options.outputField || 'features';

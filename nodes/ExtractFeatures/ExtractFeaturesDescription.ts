@@ -1,5 +1,5 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
-import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, resizeModeOption } from '../shared/parameters';
+import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, resizeModeOption, textProperty } from '../shared/parameters';
 
 export const extractFeaturesDescription: INodeTypeDescription = {
 	displayName: 'Extract Features',
@@ -7,15 +7,26 @@ export const extractFeaturesDescription: INodeTypeDescription = {
 	icon: 'file:extractFeatures.svg',
 	group: ['transform'],
 	version: 1,
-	subtitle: '={{ $parameter.backbone }}',
-	description: 'Turn images into feature vectors (embeddings) with a pretrained network',
+	subtitle: '={{ $parameter.inputType === "text" ? $parameter.textBackbone : $parameter.backbone }}',
+	description: 'Turn images or texts into feature vectors (embeddings) with a pretrained network',
 	defaults: { name: 'Extract Features' },
 	inputs: ['main'],
 	outputs: ['main'],
 	credentials: [{ name: 'modelHostApi', required: false }],
 	properties: [
-		...imageSourceProperties(),
-		...backboneProperties(),
+		{
+			displayName: 'Input',
+			name: 'inputType',
+			type: 'options',
+			options: [
+				{ name: 'Images', value: 'image' },
+				{ name: 'Text', value: 'text' },
+			],
+			default: 'image',
+		},
+		...imageSourceProperties({ inputType: ['image'] }),
+		textProperty({ inputType: ['text'] }),
+		...backboneProperties({ inputType: ['image'] }, { inputType: ['text'] }),
 		{
 			displayName: 'Options',
 			name: 'options',
@@ -39,7 +50,7 @@ export const extractFeaturesDescription: INodeTypeDescription = {
 					default: 'features',
 					description: 'Field that receives the feature vector',
 				},
-				resizeModeOption,
+				{ ...resizeModeOption, displayOptions: { show: { '/inputType': ['image'] } } },
 			],
 		},
 	],

@@ -5,7 +5,7 @@ import {
 	describeFeatureSource,
 	exportModel,
 	featureSourceKey,
-	loadBackbone,
+	inputTypeOf,
 	ModelStore,
 	saveTrainedModel,
 	trainHead,
@@ -16,7 +16,7 @@ import {
 	type TrainingOptions,
 } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
-import { errorItem, failedItem, gatherFeatures, readBackboneSpec, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
+import { errorItem, failedItem, gatherFeatures, loadExtractor, readBackboneSpec, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
 import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 
@@ -42,9 +42,9 @@ export class FineTuneHead implements INodeType {
 		try {
 			const options = this.getNodeParameter('options', 0, {}) as Options;
 			const training = this.getNodeParameter('training', 0, {}) as Partial<TrainingOptions>;
-			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'features';
+			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'text' | 'features';
 			const modelName = ModelStore.checkName((this.getNodeParameter('modelName', 0) as string).trim());
-			const spec = readBackboneSpec(this);
+			const spec = readBackboneSpec(this, inputType === 'text' ? 'text' : 'image');
 
 			const labels = everyItem.map((i) => {
 				const raw = this.getNodeParameter('label', i, '') as unknown;
@@ -54,7 +54,11 @@ export class FineTuneHead implements INodeType {
 				}
 				return label;
 			});
-			const configured: FeatureSource = { backbone: spec, resizeMode: options.resizeMode ?? 'centreCrop', l2Normalize: options.l2Normalize ?? false };
+			const configured: FeatureSource = {
+				backbone: spec,
+				...(inputType === 'text' ? {} : { resizeMode: options.resizeMode ?? 'centreCrop' }),
+				l2Normalize: options.l2Normalize ?? false,
+			};
 			const source =
 				inputType === 'features'
 					? sourceOfFeatures(this, everyItem.filter((i) => !leftOut.has(i)), configured, options.resizeMode, leaveOut)
@@ -71,7 +75,7 @@ export class FineTuneHead implements INodeType {
 					batchSize: options.batchSize ?? 16,
 					l2Normalize: source.l2Normalize,
 				},
-				() => loadBackbone(spec, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
+				() => loadExtractor(spec, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
 			);
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
@@ -158,6 +162,8 @@ function sourceOfFeatures(
 		);
 	}
 	if (!common) return configured;
+	// Text features name their encoder themselves; Backbone and Resize Mode are image settings.
+	if (inputTypeOf(common.backbone) === 'text') return { backbone: common.backbone, l2Normalize: common.l2Normalize || configured.l2Normalize };
 	const mismatch = (setting: string, value: string) =>
 		new TransferLearningError(`The features were made with ${describeFeatureSource(common)}, but "${setting}" is set to ${value}`, `Set "${setting}" here as in Extract Features`);
 	if (backboneKey(common.backbone) !== backboneKey(configured.backbone)) throw mismatch('Backbone', describeBackbone(configured.backbone));
@@ -165,5 +171,5 @@ function sourceOfFeatures(
 		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
 	}
 	// The head learns on unit vectors if either normalised them; Classify must then normalise too.
-	return { backbone: configured.backbone, resizeMode: common.resizeMode, l2Normalize: common.l2Normalize || configured.l2Normalize };
+	return { backbone: configured.backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || configured.l2Normalize };
 }

@@ -9,7 +9,7 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 	group: ['transform'],
 	version: 1,
 	subtitle: '={{ $parameter.modelName }}',
-	description: 'Train a classifier on labelled images and save it as a new model version',
+	description: 'Train a classifier on labelled images or texts and save it as a new model version',
 	defaults: { name: 'Fine-Tune Head' },
 	inputs: ['main'],
 	outputs: ['main'],
@@ -32,7 +32,7 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 			description: 'The class of each item',
 		},
 		...itemInputProperties(),
-		...backboneProperties(),
+		...backboneProperties({ inputType: ['image', 'features'] }, { inputType: ['text'] }),
 		{
 			displayName: 'Training Options',
 			name: 'training',

@@ -1,24 +1,33 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, IPairedItemData } from 'n8n-workflow';
 import { NodeOperationError } from 'n8n-workflow';
 import {
+	Backbone,
 	catalogBackbone,
 	customBackbone,
 	downloadImage,
+	embedTexts,
 	errorMessage,
 	extractFeatures,
 	l2Normalize,
 	parseFeatureSource,
 	redactPaths,
+	loadBackbone,
+	loadTextEncoder,
 	TransferLearningError,
-	type Backbone,
+	type BackendChoice,
 	type BackboneSpec,
 	type FeatureSource,
 	type HostAuth,
+	type InputType,
+	type LocalFileAccess,
 	type NormalizationName,
 	type ResizeMode,
+	type SharedTextEncoder,
 } from '../../engine';
 
-export function readBackboneSpec(ctx: IExecuteFunctions): BackboneSpec {
+/** The backbone the node's parameters name for `inputType`: Text Backbone for text, Backbone otherwise. */
+export function readBackboneSpec(ctx: IExecuteFunctions, inputType: InputType = 'image'): BackboneSpec {
+	if (inputType === 'text') return catalogBackbone(ctx.getNodeParameter('textBackbone', 0) as string, 'text');
 	const id = ctx.getNodeParameter('backbone', 0) as string;
 	if (id !== 'custom') return catalogBackbone(id);
 	const layerOrNode = (ctx.getNodeParameter('customFeatureLayer', 0, '') as string).trim();
@@ -85,10 +94,23 @@ export function readFeatureSource(ctx: IExecuteFunctions, itemIndex: number): Fe
 
 export const FEATURE_SOURCE_FIELD = 'featureSource';
 
+/** What turns items into features: an image backbone or a text encoder. */
+export type Extractor = Backbone | SharedTextEncoder;
+
+export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess }): Promise<Extractor> {
+	return spec.inputType === 'text' ? loadTextEncoder(spec, options) : loadBackbone(spec, options);
+}
+
+/** The backend an extractor runs on, as the nodes report it. */
+export function extractorBackend(extractor: Extractor): { name: string; fallbackReason?: string } {
+	return extractor instanceof Backbone ? extractor.backend : { name: extractor.backendName };
+}
+
 export interface FeatureRequest {
-	inputType: 'image' | 'features';
+	inputType: InputType | 'features';
 	featuresField: string;
-	resizeMode: ResizeMode;
+	/** Images only. */
+	resizeMode?: ResizeMode;
 	batchSize: number;
 	l2Normalize: boolean;
 }
@@ -97,7 +119,8 @@ export interface FeatureRequest {
 const BATCHES_PER_CHUNK = 4;
 
 /**
- * Features for each listed item, or the error that item caused. Images are read (or downloaded)
+ * Features for each listed item, or the error that item caused. Texts are read from the Text
+ * parameter and embedded a batch at a time. Images are read (or downloaded)
  * a chunk at a time, at most a batch of reads at once, the next chunk while the backbone works on
  * this one: memory and connections stay bounded however many items come in. Rejects when the
  * backbone cannot be loaded.
@@ -106,10 +129,23 @@ export async function gatherFeatures(
 	ctx: IExecuteFunctions,
 	itemIndices: number[],
 	request: FeatureRequest,
-	backbone: () => Promise<Backbone>,
+	extractor: () => Promise<Extractor>,
 ): Promise<(Float32Array | Error)[]> {
 	let results: (Float32Array | Error)[];
-	if (request.inputType === 'features') {
+	if (request.inputType === 'text') {
+		// The value as the expression gives it: a number or an object is refused, not stringified.
+		const texts = itemIndices.map((i) => {
+			try {
+				return ctx.getNodeParameter('text', i) as unknown;
+			} catch (error) {
+				return asError(error);
+			}
+		});
+		const readable = itemIndices.flatMap((_, k) => (texts[k] instanceof Error ? [] : [k]));
+		const vectors = readable.length ? await embedTexts((await extractor()) as SharedTextEncoder, readable.map((k) => texts[k]), { batchSize: request.batchSize }) : [];
+		let next = 0;
+		results = texts.map((text) => (text instanceof Error ? text : vectors[next++]));
+	} else if (request.inputType === 'features') {
 		results = itemIndices.map((i) => {
 			try {
 				return readFeatures(ctx, i, request.featuresField);
@@ -121,18 +157,18 @@ export async function gatherFeatures(
 		results = new Array(itemIndices.length);
 		const chunkSize = request.batchSize * BATCHES_PER_CHUNK;
 		const read = (start: number) => settleLimited(itemIndices.slice(start, start + chunkSize), request.batchSize, (i) => readImage(ctx, i));
-		let model: Backbone | undefined;
+		let model: Extractor | undefined;
 		let next = itemIndices.length ? read(0) : undefined;
 		for (let start = 0; start < itemIndices.length; start += chunkSize) {
 			const images = await next!;
 			const readable: number[] = [];
 			images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
 			// Loaded before more images are fetched, so that a backbone that fails costs no downloads.
-			if (readable.length) model ??= await backbone();
+			if (readable.length) model ??= await extractor();
 			next = start + chunkSize < itemIndices.length ? read(start + chunkSize) : undefined;
 			if (readable.length) {
 				const extracted = await extractFeatures(
-					model!,
+					model as Backbone,
 					readable.map((k) => (images[k] as PromiseFulfilledResult<Buffer>).value),
 					{ resizeMode: request.resizeMode, batchSize: request.batchSize },
 				);

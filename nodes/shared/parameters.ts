@@ -1,5 +1,5 @@
 import type { INodeProperties } from 'n8n-workflow';
-import { CATALOG, DEFAULT_BACKBONE } from '../../engine';
+import { CATALOG, DEFAULT_BACKBONE, DEFAULT_TEXT_BACKBONE, inputTypeOf, MAX_TEXT_TOKENS, type InputType } from '../../engine';
 
 /** Where an item's image comes from; shared by all three nodes. */
 export function imageSourceProperties(show: Record<string, string[]> = {}): INodeProperties[] {
@@ -36,7 +36,21 @@ export function imageSourceProperties(show: Record<string, string[]> = {}): INod
 	];
 }
 
-/** Images, or vectors from Extract Features: what Fine-Tune Head and Classify accept. */
+/** The text of each item; shown when Input is Text. */
+export function textProperty(show: Record<string, string[]>): INodeProperties {
+	return {
+		displayName: 'Text',
+		name: 'text',
+		type: 'string',
+		default: '={{ $json.text }}',
+		required: true,
+		typeOptions: { rows: 2 },
+		description: `The text of each item (any language the backbone reads; longer than ${MAX_TEXT_TOKENS} tokens, about ${MAX_TEXT_TOKENS * 3 / 4} words, is cut there)`,
+		displayOptions: { show },
+	};
+}
+
+/** Images, text, or vectors from Extract Features: what Fine-Tune Head and Classify accept. */
 export function itemInputProperties(): INodeProperties[] {
 	return [
 		{
@@ -45,11 +59,13 @@ export function itemInputProperties(): INodeProperties[] {
 			type: 'options',
 			options: [
 				{ name: 'Images', value: 'image' },
+				{ name: 'Text', value: 'text' },
 				{ name: 'Features from Extract Features', value: 'features' },
 			],
 			default: 'image',
 		},
 		...imageSourceProperties({ inputType: ['image'] }),
+		textProperty({ inputType: ['text'] }),
 		{
 			displayName: 'Features Field',
 			name: 'featuresField',
@@ -61,20 +77,35 @@ export function itemInputProperties(): INodeProperties[] {
 	];
 }
 
-export function backboneProperties(show: Record<string, string[]> = {}): INodeProperties[] {
+const catalogOptions = (inputType: InputType) =>
+	Object.values(CATALOG)
+		.filter((entry) => inputTypeOf(entry) === inputType)
+		.map((entry) => ({ name: entry.title, value: entry.id }));
+
+/**
+ * The image backbone (`backbone`, shown under `show`) and the text backbone (`textBackbone`,
+ * shown under `showText`): two lists, so that each shows only backbones of its input type.
+ */
+export function backboneProperties(show: Record<string, string[]>, showText: Record<string, string[]>): INodeProperties[] {
 	const custom = { show: { ...show, backbone: ['custom'] } };
 	return [
 		{
 			displayName: 'Backbone',
 			name: 'backbone',
 			type: 'options',
-			options: [
-				...Object.values(CATALOG).map((entry) => ({ name: entry.title, value: entry.id })),
-				{ name: 'Custom Model (URL or Path)', value: 'custom' },
-			],
+			options: [...catalogOptions('image'), { name: 'Custom Model (URL or Path)', value: 'custom' }],
 			default: DEFAULT_BACKBONE,
 			description: 'Pretrained network that turns an image into features; downloaded once, then cached',
 			displayOptions: { show },
+		},
+		{
+			displayName: 'Text Backbone',
+			name: 'textBackbone',
+			type: 'options',
+			options: catalogOptions('text'),
+			default: DEFAULT_TEXT_BACKBONE,
+			description: 'Pretrained sentence encoder that turns a text into features. Universal Sentence Encoder Lite reads English and comes with the package: no download.',
+			displayOptions: { show: showText },
 		},
 		{
 			displayName: 'Model URL or Path',
@@ -151,5 +182,5 @@ export const batchSizeOption: INodeProperties = {
 	type: 'number',
 	default: 16,
 	typeOptions: { minValue: 1, maxValue: 256 },
-	description: 'Images run through the network together; larger is faster, up to memory',
+	description: 'Images or texts run through the network together; larger is faster, up to memory',
 };

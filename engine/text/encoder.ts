@@ -1,0 +1,127 @@
+import type { HostAuth } from '../download';
+import { TransferLearningError } from '../errors';
+import { LruCache } from '../lru';
+import { sharePromise } from '../memo';
+import { settings, type BackendChoice } from '../settings';
+import { backboneKey, type TextBackboneSpec } from '../catalog';
+import { UseLiteEncoder } from './use-lite';
+
+/** A sentence encoder: one vector per text, every vector `dimension` long. */
+export interface TextEncoder {
+	readonly spec: TextBackboneSpec;
+	readonly dimension: number;
+	readonly backendName: string;
+	embed(texts: string[]): Promise<Float32Array[]>;
+	dispose(): void;
+}
+
+export interface TextLoadOptions {
+	auth?: HostAuth;
+	backend?: BackendChoice;
+}
+
+/** Reads a spec's weights and returns a ready encoder; one per `TextBackboneSpec['format']`. */
+const LOADERS: Record<TextBackboneSpec['format'], (spec: TextBackboneSpec, options: TextLoadOptions) => Promise<TextEncoder>> = {
+	'use-lite': (spec, options) => UseLiteEncoder.load(spec, options),
+};
+
+/**
+ * An encoder shared through the cache: `hold` keeps it alive while a run embeds batch after batch,
+ * so a cache that drops it in between disposes it only once the run is done.
+ */
+export class SharedTextEncoder implements TextEncoder {
+	private users = 0;
+	private retired = false;
+	private disposed = false;
+
+	constructor(private readonly inner: TextEncoder) {}
+
+	get spec() {
+		return this.inner.spec;
+	}
+	get dimension() {
+		return this.inner.dimension;
+	}
+	get backendName() {
+		return this.inner.backendName;
+	}
+
+	embed(texts: string[]): Promise<Float32Array[]> {
+		if (this.disposed) throw new Error('Text encoder was disposed');
+		return this.inner.embed(texts);
+	}
+
+	hold(): () => void {
+		if (this.disposed) throw new Error('Text encoder was disposed');
+		this.users++;
+		let released = false;
+		return () => {
+			if (released) return;
+			released = true;
+			this.users--;
+			this.disposeWhenIdle();
+		};
+	}
+
+	retire(): void {
+		this.retired = true;
+		this.disposeWhenIdle();
+	}
+
+	private disposeWhenIdle(): void {
+		if (!this.retired || this.users > 0) return;
+		// A caller handed this encoder just before the cache dropped it takes its hold within this turn.
+		setImmediate(() => {
+			if (this.users === 0) this.dispose();
+		});
+	}
+
+	dispose(): void {
+		if (this.disposed) return;
+		this.disposed = true;
+		this.inner.dispose();
+	}
+}
+
+// Encoders are tens of MB each; two cover an instance that mixes them.
+const loaded = new LruCache<string, Promise<SharedTextEncoder>>(2, (pending) => {
+	pending.then((encoder) => encoder.retire()).catch(() => {});
+});
+
+/** Loads a text encoder once per process and backend; later calls get the same instance. */
+export function loadTextEncoder(spec: TextBackboneSpec, options: TextLoadOptions = {}): Promise<SharedTextEncoder> {
+	const load = Object.hasOwn(LOADERS, spec.format) ? LOADERS[spec.format] : undefined;
+	if (!load) return Promise.reject(new TransferLearningError(`Unknown text encoder format "${String(spec.format)}"`, 'Update the n8n-nodes-transfer-learning package'));
+	return sharePromise(loaded, `${backboneKey(spec)}@${options.backend ?? settings().backend}`, async () => new SharedTextEncoder(await load(spec, options)));
+}
+
+/** Why `value` cannot be embedded, or undefined when it can. */
+export function textProblem(value: unknown): TransferLearningError | undefined {
+	if (typeof value !== 'string') {
+		const what = value === null ? 'null' : Array.isArray(value) ? 'a list' : value === undefined ? 'missing' : typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+		return new TransferLearningError(`The text is ${what}, not a string`, 'Set "Text" to an expression that gives the item\'s text, e.g. {{ $json.text }}, or turn the value into text with {{ String(...) }}');
+	}
+	if (!value.trim()) return new TransferLearningError('The text is empty', 'Give the item some text, or filter out empty items before this node');
+	return undefined;
+}
+
+/**
+ * A vector for each text, or the error that text caused, in input order; `batchSize` texts run
+ * through the encoder together.
+ */
+export async function embedTexts(encoder: SharedTextEncoder, texts: unknown[], options: { batchSize?: number } = {}): Promise<(Float32Array | Error)[]> {
+	const batchSize = Math.max(1, options.batchSize ?? 32);
+	const results: (Float32Array | Error)[] = texts.map((text) => textProblem(text) ?? new Float32Array(0));
+	const good = texts.flatMap((_, i) => (results[i] instanceof Error ? [] : [i]));
+	const release = encoder.hold();
+	try {
+		for (let start = 0; start < good.length; start += batchSize) {
+			const batch = good.slice(start, start + batchSize);
+			const vectors = await encoder.embed(batch.map((i) => texts[i] as string));
+			batch.forEach((i, j) => (results[i] = vectors[j]));
+		}
+	} finally {
+		release();
+	}
+	return results;
+}
