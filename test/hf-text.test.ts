@@ -5,8 +5,12 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
-import { HubTextEncoder, hubTextSpec, type HubTextSpec } from '../engine/text/hf-encoder';
+import { hubTextSpec, hubTextSpecProblem, type HubTextSpec } from '../engine/text/hf-catalog';
+import { HubTextEncoder } from '../engine/text/hf-encoder';
 import { hubFileLocation } from '../engine/text/hf-files';
+import { CATALOG, backboneKey, catalogBackbone, inputTypeOf } from '../engine/catalog';
+import { parseFeatureSource } from '../engine/model';
+import { loadTextEncoder } from '../engine/text/encoder';
 import { serveFolder, type StaticServer } from './helpers/server';
 import { HIDDEN, MAX_POSITIONS, TOKEN_ID, referenceEmbedding, tinyBertWeights, writeTinyBertRepo } from './helpers/tiny-bert';
 
@@ -177,7 +181,8 @@ test('where ONNX Runtime does not load (Alpine), the error names USE Lite and no
 			return resolve.call(this, request, ...rest);
 		};`,
 	);
-	const script = `const { HubTextEncoder, hubTextSpec } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'engine', 'text', 'hf-encoder'))});
+	const script = `const { HubTextEncoder } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'engine', 'text', 'hf-encoder'))});
+		const { hubTextSpec } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'engine', 'text', 'hf-catalog'))});
 		HubTextEncoder.load(hubTextSpec('hf:${REPO}')).then(() => console.log('loaded'), (e) => console.log(JSON.stringify({ message: e.message, hint: e.hint })));`;
 	const before = server.requests.length;
 	const { stdout } = await promisify(execFile)(process.execPath, ['--require', preload, '-e', script], { env: { ...process.env, TL_MODEL_CACHE: path.join(dir, 'cache') } });
@@ -186,4 +191,50 @@ test('where ONNX Runtime does not load (Alpine), the error names USE Lite and no
 	assert.match(error.hint, /universal_sentence_encoder_lite/);
 	assert.equal(server.requests.length, before);
 	assert.ok(!existsSync(path.join(dir, 'cache')));
+});
+
+test('hf: ids and the four hub catalog entries go through catalogBackbone and loadTextEncoder', async () => {
+	const spec = catalogBackbone(`hf:${REPO}`, 'text');
+	assert.deepEqual(spec, hubTextSpec(`hf:${REPO}`));
+	const encoder = await loadTextEncoder(spec);
+	assert.equal(encoder.backendName, 'onnxruntime');
+	assert.equal(encoder.dimension, HIDDEN);
+	assertClose((await encoder.embed(['hello world']))[0], referenceEmbedding(weights, sentence('hello', 'world')));
+
+	const hub = Object.values(CATALOG).filter((e) => inputTypeOf(e) === 'text' && e.format === 'hf-onnx');
+	assert.deepEqual(hub.map((e) => e.id).sort(), ['all_minilm_l6_v2', 'bge_small_en_v1.5', 'multilingual_e5_small', 'paraphrase_multilingual_minilm_l12_v2']);
+	for (const entry of hub) {
+		assert.match(entry.url, /^https:\/\/huggingface\.co\/Xenova\/[^/]+\/resolve\/main\/onnx\/model_quantized\.onnx$/);
+		assert.match(entry.title, /384 features/);
+	}
+	const e5 = catalogBackbone('multilingual_e5_small', 'text');
+	assert.ok(e5.format === 'hf-onnx' && e5.prefix === 'query: ');
+	assert.ok(backboneKey(e5) !== backboneKey({ ...e5, prefix: undefined }), 'the prefix changes the features, so it is part of the key');
+});
+
+test('a prefix is put before every text, as E5 expects "query: "', async () => {
+	const encoder = await HubTextEncoder.load(spec({ prefix: 'a ' }));
+	assert.deepEqual(encoder.encode('dog').ids, sentence('a', 'dog'));
+	assertClose((await encoder.embed(['dog']))[0], referenceEmbedding(weights, sentence('a', 'dog')));
+	encoder.dispose();
+});
+
+test('a stored model may name an hf: model only with the settings that id stands for', () => {
+	const backbone = hubTextSpec(`hf:${REPO}:quantized`);
+	assert.deepEqual(parseFeatureSource({ backbone, l2Normalize: true }).backbone, backbone);
+	assert.deepEqual(parseFeatureSource({ backbone: catalogBackbone('bge_small_en_v1.5', 'text'), l2Normalize: true }).backbone, catalogBackbone('bge_small_en_v1.5', 'text'));
+	const tampered = [
+		{ ...backbone, pooling: 'cls' },
+		{ ...backbone, url: 'https://evil.example/model.onnx' },
+		{ ...backbone, id: 'hf:../x' },
+		{ ...backbone, id: 'my-model' },
+		{ ...catalogBackbone('multilingual_e5_small', 'text'), prefix: 'passage: ' },
+	];
+	for (const spec of tampered) assert.throws(() => parseFeatureSource({ backbone: spec, l2Normalize: true }), /not what Extract Features writes/, JSON.stringify(spec));
+	// What the model file checks say about each (parseFeatureSource keeps its reasons to itself).
+	assert.match(hubTextSpecProblem(tampered[0]) ?? '', /names the Hugging Face model "hf:tiny-org\/tiny-bert:quantized" with other settings/);
+	assert.match(hubTextSpecProblem(tampered[1]) ?? '', /with other settings or another address/);
+	assert.match(hubTextSpecProblem(tampered[2]) ?? '', /is not a Hugging Face model id/);
+	assert.match(hubTextSpecProblem(tampered[3]) ?? '', /neither a text backbone of the catalog nor hf:/);
+	assert.equal(hubTextSpecProblem(backbone), undefined);
 });

@@ -4,6 +4,8 @@ import { LruCache } from '../lru';
 import { sharePromise } from '../memo';
 import { settings, type BackendChoice } from '../settings';
 import { backboneKey, type TextBackboneSpec } from '../catalog';
+import type { HubTextSpec } from './hf-catalog';
+import { HubTextEncoder } from './hf-encoder';
 import { UseLiteEncoder } from './use-lite';
 
 /** A sentence encoder: one vector per text, every vector `dimension` long. */
@@ -23,6 +25,7 @@ export interface TextLoadOptions {
 /** Reads a spec's weights and returns a ready encoder; one per `TextBackboneSpec['format']`. */
 const LOADERS: Record<TextBackboneSpec['format'], (spec: TextBackboneSpec, options: TextLoadOptions) => Promise<TextEncoder>> = {
 	'use-lite': (spec, options) => UseLiteEncoder.load(spec, options),
+	'hf-onnx': (spec, options) => HubTextEncoder.load(spec as HubTextSpec, options),
 };
 
 /**

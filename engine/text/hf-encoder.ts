@@ -1,53 +1,15 @@
 import { promises as fs } from 'node:fs';
 import type { Tokenizer } from '@huggingface/tokenizers' with { 'resolution-mode': 'import' };
 import type * as Ort from 'onnxruntime-node';
+import { USE_LITE_ID } from '../catalog';
 import type { HostAuth } from '../download';
 import { TransferLearningError, errorMessage } from '../errors';
 import { settings } from '../settings';
-import { HUB_HOST, fetchHubFiles, hubRepoProblem, parseHubJson, type HubFile } from './hf-files';
-
-/**
- * A sentence-transformers model exported to ONNX on the Hugging Face hub (the Xenova/… repositories
- * transformers.js uses): its tokenizer.json, config.json and tokenizer_config.json beside an ONNX
- * file whose output is the token states `last_hidden_state` [batch, tokens, hidden].
- */
-export interface HubTextSpec {
-	inputType: 'text';
-	/** Catalog id, or `hf:<owner>/<name>` (fp32) / `hf:<owner>/<name>:quantized`. */
-	id: string;
-	/** The hub URL of the ONNX file: https://huggingface.co/<owner>/<name>/resolve/main/onnx/<file>. */
-	url: string;
-	format: 'hf-onnx';
-	/** How token states become one vector, as the model's sentence-transformers pooling config says. */
-	pooling: 'mean' | 'cls';
-	/** Longer texts are cut to this many tokens (special tokens included); the model's own limit caps it. */
-	maxTokens: number;
-	/** Put before every text, for models trained with one (E5's "query: "). */
-	prefix?: string;
-}
+import type { HubTextSpec } from './hf-catalog';
+import { fetchHubFiles, hubRepoProblem, parseHubJson, type HubFile } from './hf-files';
 
 /** Texts per ONNX Runtime call: padding to the longest of 32 similar lengths wastes little. */
 const BATCH_SIZE = 32;
-
-/** Long enough for a paragraph; attention costs grow with its square. */
-export const DEFAULT_MAX_TOKENS = 256;
-
-const ONNX_FILES = { fp32: 'onnx/model.onnx', quantized: 'onnx/model_quantized.onnx' };
-
-export function hubTextSpec(id: string): HubTextSpec {
-	const match = /^hf:(.+?)(:quantized)?$/.exec(id.trim());
-	const repo = match?.[1] ?? '';
-	const problem = hubRepoProblem(repo);
-	if (!match || problem) throw new TransferLearningError(`"${id}" is not a Hugging Face text model id`, `Write hf:<owner>/<name>, optionally ending in :quantized; ${problem ?? ''}`.replace(/; $/, ''));
-	return {
-		inputType: 'text',
-		id: `hf:${repo}${match[2] ?? ''}`,
-		url: `${HUB_HOST}${repo}/resolve/main/${match[2] ? ONNX_FILES.quantized : ONNX_FILES.fp32}`,
-		format: 'hf-onnx',
-		pooling: 'mean',
-		maxTokens: DEFAULT_MAX_TOKENS,
-	};
-}
 
 function repoAndFile(spec: HubTextSpec): { repo: string; onnxFile: string } {
 	const match = /^https:\/\/huggingface\.co\/([^/]+\/[^/]+)\/resolve\/main\/(onnx\/[A-Za-z0-9_.-]+\.onnx)$/.exec(spec.url);
@@ -67,7 +29,7 @@ function onnxRuntime(spec: HubTextSpec): typeof Ort {
 	} catch (error) {
 		throw new TransferLearningError(
 			`The text model ${spec.id} needs ONNX Runtime, which does not load on this server: ${errorMessage(error).split('\n')[0]}`,
-			'Choose universal_sentence_encoder_lite (Universal Sentence Encoder Lite, English), which runs without ONNX Runtime, or run n8n on a glibc-based image (Debian or Ubuntu, not Alpine)',
+			`Choose ${USE_LITE_ID} (Universal Sentence Encoder Lite, English), which runs without ONNX Runtime, or run n8n on a glibc-based image (Debian or Ubuntu, not Alpine)`,
 		);
 	}
 }
