@@ -134,11 +134,10 @@ const backboneSchema = z
 			parsed.error.issues.forEach((issue) => ctx.addIssue(issue));
 			return z.NEVER;
 		}
-		return parsed.data;
-	})
-	.superRefine((spec, ctx) => {
-		const problem = backboneProblem(spec);
+		// Here, not in a refinement after the transform: zod runs those even on a value that failed.
+		const problem = backboneProblem(parsed.data);
 		if (problem) ctx.addIssue({ code: z.ZodIssueCode.custom, message: problem });
+		return parsed.data;
 	});
 const resizeModeSchema = z.enum(Object.keys(RESIZE_WORDS) as [ResizeMode, ...ResizeMode[]]);
 
