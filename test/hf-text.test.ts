@@ -229,6 +229,8 @@ test('a stored model may name an hf: model only with the settings that id stands
 		{ ...backbone, id: 'hf:../x' },
 		{ ...backbone, id: 'my-model' },
 		{ ...catalogBackbone('multilingual_e5_small', 'text'), prefix: 'passage: ' },
+		{ ...backbone, maxTokens: 0 },
+		{ ...backbone, pooling: undefined },
 	];
 	for (const spec of tampered) assert.throws(() => parseFeatureSource({ backbone: spec, l2Normalize: true }), /not what Extract Features writes/, JSON.stringify(spec));
 	// What the model file checks say about each (parseFeatureSource keeps its reasons to itself).
