@@ -5,6 +5,7 @@ import { USE_LITE_ID } from '../catalog';
 import type { HostAuth } from '../download';
 import { TransferLearningError, errorMessage } from '../errors';
 import { settings } from '../settings';
+import type { TextEncoder } from './encoder';
 import type { HubTextSpec } from './hf-catalog';
 import { fetchHubFiles, hubRepoProblem, parseHubJson, type HubFile } from './hf-files';
 
@@ -39,14 +40,17 @@ function loadTokenizer(): typeof import('@huggingface/tokenizers', { with: { 're
 	return require('@huggingface/tokenizers');
 }
 
-/** Special tokens the tokenizer's template puts before and after a text, found by encoding one word. */
-function specialTokenCounts(tokenizer: Tokenizer): { before: number; after: number } {
+/**
+ * How many special tokens the tokenizer's template puts after a text ([SEP], </s>), found by
+ * encoding one word: truncation keeps them, as the Python tokenizers do.
+ */
+function closingSpecialTokens(tokenizer: Tokenizer): number {
 	const plain = tokenizer.encode('a', { add_special_tokens: false }).ids;
 	const full = tokenizer.encode('a', { add_special_tokens: true }).ids;
 	for (let start = 0; start + plain.length <= full.length; start++) {
-		if (plain.every((id: number, i: number) => full[start + i] === id)) return { before: start, after: full.length - start - plain.length };
+		if (plain.every((id: number, i: number) => full[start + i] === id)) return full.length - start - plain.length;
 	}
-	return { before: 0, after: 0 };
+	return 0;
 }
 
 const positiveInteger = (value: unknown) => (typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined);
@@ -56,7 +60,7 @@ interface Encoded {
 	typeIds: number[];
 }
 
-export class HubTextEncoder {
+export class HubTextEncoder implements TextEncoder {
 	readonly backendName = 'onnxruntime';
 
 	private constructor(
@@ -67,7 +71,7 @@ export class HubTextEncoder {
 		private readonly ort: typeof Ort,
 		private readonly session: Ort.InferenceSession,
 		private readonly tokenizer: Tokenizer,
-		private readonly specials: { before: number; after: number },
+		private readonly closingSpecials: number,
 		private readonly padId: number,
 		private readonly output: string,
 	) {}
@@ -101,7 +105,7 @@ export class HubTextEncoder {
 			);
 		}
 		const padId = positiveInteger(config.pad_token_id) ?? 0;
-		return new HubTextEncoder(spec, dimension, maxTokens, ort, session, tokenizer, specialTokenCounts(tokenizer), padId, output);
+		return new HubTextEncoder(spec, dimension, maxTokens, ort, session, tokenizer, closingSpecialTokens(tokenizer), padId, output);
 	}
 
 	/** One unit-length vector per text, in order. */
@@ -124,9 +128,9 @@ export class HubTextEncoder {
 		let ids = encoding.ids;
 		let typeIds = encoding.token_type_ids;
 		if (ids.length > this.maxTokens) {
-			const keep = this.maxTokens - this.specials.after;
-			ids = [...ids.slice(0, keep), ...ids.slice(ids.length - this.specials.after)];
-			typeIds = [...typeIds.slice(0, keep), ...typeIds.slice(typeIds.length - this.specials.after)];
+			const keep = this.maxTokens - this.closingSpecials;
+			ids = [...ids.slice(0, keep), ...ids.slice(ids.length - this.closingSpecials)];
+			typeIds = [...typeIds.slice(0, keep), ...typeIds.slice(typeIds.length - this.closingSpecials)];
 		}
 		return { ids, typeIds };
 	}
