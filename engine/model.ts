@@ -11,6 +11,7 @@ import {
 	type NormalizationName,
 } from './catalog';
 import { UNKNOWN_LABEL } from './classifier';
+import { hubTextSpecProblem } from './text/hf-catalog';
 import { TransferLearningError } from './errors';
 import type { EpochRecord, Head, TrainingOptions } from './head';
 import type { ResizeMode } from './image';
@@ -113,12 +114,17 @@ const imageBackboneSchema = z.object({
 	featureLayer: layerName,
 	outputNode: layerName,
 });
-const textBackboneSchema = z.object({
+const useLiteSchema = z.object({
 	inputType: z.literal('text'),
 	id: z.string().max(200),
 	url: z.string().min(1).max(MAX_ADDRESS_LENGTH),
-	format: z.enum(['use-lite']),
+	format: z.literal('use-lite'),
 });
+// backboneProblem checks a Hugging Face model's settings against its id.
+const textBackboneSchema = z.discriminatedUnion('format', [
+	useLiteSchema,
+	useLiteSchema.extend({ format: z.literal('hf-onnx'), pooling: z.enum(['mean', 'cls']), maxTokens: whole(1, 8192), prefix: z.string().max(100).optional() }),
+]);
 /**
  * Specs saved before text input have no inputType: they are images. Dispatching on the field keeps
  * the image schema's own messages (a union would only say "Invalid input").
@@ -267,7 +273,7 @@ function backboneProblem(spec: BackboneSpec): string | undefined {
 			? undefined
 			: `it names the catalog backbone "${spec.id}" with other settings or another address`;
 	}
-	if (spec.inputType === 'text') return `its id "${spec.id.slice(0, 50)}" is not a text backbone of the catalog`;
+	if (spec.inputType === 'text') return hubTextSpecProblem(spec);
 	if (spec.id !== `custom:${spec.url}`) return `its id "${spec.id.slice(0, 50)}" is neither a catalog backbone nor "custom:" and its address`;
 	const address = customAddressProblem(spec.url);
 	return address && `its address cannot be used: ${address}`;

@@ -1,9 +1,11 @@
-import type { HostAuth } from '../download';
+import { credentialKey, type HostAuth } from '../download';
 import { TransferLearningError } from '../errors';
 import { LruCache } from '../lru';
 import { sharePromise } from '../memo';
 import { settings, type BackendChoice } from '../settings';
 import { backboneKey, type TextBackboneSpec } from '../catalog';
+import type { HubTextSpec } from './hf-catalog';
+import { HubTextEncoder } from './hf-encoder';
 import { UseLiteEncoder } from './use-lite';
 
 /** A sentence encoder: one vector per text, every vector `dimension` long. */
@@ -23,6 +25,7 @@ export interface TextLoadOptions {
 /** Reads a spec's weights and returns a ready encoder; one per `TextBackboneSpec['format']`. */
 const LOADERS: Record<TextBackboneSpec['format'], (spec: TextBackboneSpec, options: TextLoadOptions) => Promise<TextEncoder>> = {
 	'use-lite': (spec, options) => UseLiteEncoder.load(spec, options),
+	'hf-onnx': (spec, options) => HubTextEncoder.load(spec as HubTextSpec, options),
 };
 
 /**
@@ -92,7 +95,9 @@ const loaded = new LruCache<string, Promise<SharedTextEncoder>>(2, (pending) => 
 export function loadTextEncoder(spec: TextBackboneSpec, options: TextLoadOptions = {}): Promise<SharedTextEncoder> {
 	const load = Object.hasOwn(LOADERS, spec.format) ? LOADERS[spec.format] : undefined;
 	if (!load) return Promise.reject(new TransferLearningError(`Unknown text encoder format "${String(spec.format)}"`, 'Update the n8n-nodes-transfer-learning package'));
-	return sharePromise(loaded, `${backboneKey(spec)}@${options.backend ?? settings().backend}`, async () => new SharedTextEncoder(await load(spec, options)));
+	// Per credential, as for image backbones: a private hub model is not served to a caller without it.
+	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}#${credentialKey(options.auth)}`;
+	return sharePromise(loaded, key, async () => new SharedTextEncoder(await load(spec, options)));
 }
 
 /** Why `value` cannot be embedded, or undefined when it can. */
