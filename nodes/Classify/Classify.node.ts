@@ -7,6 +7,7 @@ import {
 	featureSourceMismatch,
 	featureSourceOf,
 	importModel,
+	labelProblem,
 	inputTypeOf,
 	LruCache,
 	ModelStore,
@@ -189,8 +190,9 @@ function splitClassNames(text: string): string[] {
 function checkClassNames(classNames: string[]): void {
 	const fail = (why: string, hint: string) => new TransferLearningError(`Class Names: ${why}`, hint);
 	if (!classNames.length) throw fail('no class is named', 'List the classes of the model, comma-separated, e.g. cat, dog');
-	if (classNames.includes(UNKNOWN_LABEL)) {
-		throw fail(`"${UNKNOWN_LABEL}" is the name of the output for unsure items, so it cannot be a class`, `Remove "${UNKNOWN_LABEL}" from Class Names; the last output already takes those items`);
+	for (const name of classNames) {
+		const problem = labelProblem(name);
+		if (problem) throw fail(`"${name.slice(0, 50)}" cannot be a class: ${problem}`, `Write the labels of the model; the last output already takes the "${UNKNOWN_LABEL}" items`);
 	}
 	const twice = classNames.find((name, k) => classNames.indexOf(name) !== k);
 	if (twice) throw fail(`"${twice}" is listed twice`, 'List each class once');
