@@ -190,7 +190,7 @@ export async function gatherFeatures(
 }
 
 /** Promise.allSettled over `task` for each input, with at most `limit` tasks running at once. */
-async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+export async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
 	const results: PromiseSettledResult<R>[] = new Array(inputs.length);
 	let next = 0;
 	const worker = async () => {
@@ -206,7 +206,7 @@ async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) 
 	return results;
 }
 
-function asError(reason: unknown): Error {
+export function asError(reason: unknown): Error {
 	return reason instanceof Error ? reason : new Error(String(reason));
 }
 
