@@ -54,7 +54,7 @@ export class Backbone {
 	static async load(spec: ImageBackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
 		// A catalog address is local only through the mirror, which the administrator set.
 		if (!isHttpUrl(spec.url)) await checkLocalModelFile(spec.url, options.fileAccess, settings().maxDownloadBytes);
-		return Backbone.fromArtifacts(spec, await fetchModelArtifacts(spec.url, options.auth), options);
+		return Backbone.fromArtifacts(spec, await fetchModelArtifacts(spec.url, options.auth, options.fileAccess), options);
 	}
 
 	/** A backbone from model files already in memory (the benchmark's synthetic model). */

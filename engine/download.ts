@@ -5,7 +5,7 @@ import { pathToFileURL, fileURLToPath } from 'node:url';
 import { TransferLearningError, errorMessage } from './errors';
 import { sharePromise } from './memo';
 import { guardedFetch } from './net/guarded-fetch';
-import { checkWeightPaths } from './paths';
+import { checkLocalModelFile, checkWeightPaths, type LocalFileAccess } from './paths';
 import { PUBLIC_MODEL_HOST, settings } from './settings';
 
 /** Sent with requests to the host of the configured model URL, for private hosts. */
@@ -59,16 +59,16 @@ const inflight = new Map<string, Promise<ModelArtifacts>>();
  * Reads a tfjs model.json and its weight files from a URL (through the cache) or a local path.
  * Concurrent calls for the same model share one download.
  */
-export function fetchModelArtifacts(url: string, auth?: HostAuth): Promise<ModelArtifacts> {
+export function fetchModelArtifacts(url: string, auth?: HostAuth, fileAccess?: LocalFileAccess): Promise<ModelArtifacts> {
 	const location = applyMirror(url);
 	const key = `${location}#${credentialKey(auth)}`;
 	// Shared while in flight only: the cache on disk serves later loads.
 	return sharePromise(inflight, key, () =>
-		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location)).finally(() => inflight.delete(key)),
+		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location, fileAccess)).finally(() => inflight.delete(key)),
 	);
 }
 
-async function readLocal(location: string): Promise<ModelArtifacts> {
+async function readLocal(location: string, fileAccess: LocalFileAccess | undefined): Promise<ModelArtifacts> {
 	const file = location.startsWith('file:') ? fileURLToPath(location) : location;
 	const read = async (p: string) => {
 		try {
@@ -82,7 +82,14 @@ async function readLocal(location: string): Promise<ModelArtifacts> {
 	};
 	const modelJson = parseModelJson(await read(file), file);
 	const dir = path.dirname(file);
-	const shards = await Promise.all(shardPaths(modelJson).map((p) => read(path.join(dir, p))));
+	// Weight files get the checks model.json got: a symlink to a pipe or out of the allowed folders is refused.
+	const shards = await Promise.all(
+		shardPaths(modelJson).map(async (p) => {
+			const shard = path.join(dir, p);
+			await checkLocalModelFile(shard, fileAccess, settings().maxDownloadBytes);
+			return read(shard);
+		}),
+	);
 	return assemble(modelJson, shards, pathToFileURL(file).href);
 }
 

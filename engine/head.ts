@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { UNKNOWN_LABEL } from './classifier';
@@ -126,13 +127,20 @@ export async function trainHead(
 	const flat = new Float32Array(features.length * featureSize);
 	features.forEach((f, i) => flat.set(f, i * featureSize));
 	const request: TrainRequest = { features: flat, featureSize, labels, classes, options };
+	const releaseSlot = await trainingSlot();
 	// Compiled beside this file in dist/, wherever n8n's installer put the package.
 	const worker = new Worker(path.join(__dirname, 'training', 'worker.js'));
 	try {
 		return await new Promise<TrainingResult>((resolve, reject) => {
 			worker.on('message', (message: WorkerMessage) => {
-				if (message.type === 'progress') onProgress?.(message.progress);
-				else if (message.type === 'done') resolve(message.result);
+				if (message.type === 'progress') {
+					// Thrown from a worker's message listener, it would crash the process.
+					try {
+						onProgress?.(message.progress);
+					} catch (error) {
+						reject(error);
+					}
+				} else if (message.type === 'done') resolve(message.result);
 				else reject(Object.assign(new Error(`Head training failed: ${message.message}`), { stack: message.stack }));
 			});
 			worker.on('error', reject);
@@ -141,7 +149,26 @@ export async function trainHead(
 		});
 	} finally {
 		await worker.terminate();
+		releaseSlot();
 	}
+}
+
+// Each training holds a core; one core is left for n8n's event loop. More trainings wait their
+// turn, as many as n8n runs at once.
+const TRAINING_SLOTS = Math.max(1, os.availableParallelism() - 1);
+let trainingsRunning = 0;
+const waitingTrainings: (() => void)[] = [];
+
+/** Waits for a free training slot; the returned function frees it. */
+async function trainingSlot(): Promise<() => void> {
+	// A freed slot passes straight to the next in line, so the count stays as it is.
+	if (trainingsRunning < TRAINING_SLOTS) trainingsRunning++;
+	else await new Promise<void>((resolve) => waitingTrainings.push(resolve));
+	return () => {
+		const next = waitingTrainings.shift();
+		if (next) next();
+		else trainingsRunning--;
+	};
 }
 
 type WorkerMessage =

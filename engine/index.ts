@@ -33,6 +33,7 @@ export {
 	featureSourceMismatch,
 	featureSourceOf,
 	importModel,
+	labelProblem,
 	parseFeatureSource,
 	type FeatureSource,
 	type ModelManifest,

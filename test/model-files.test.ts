@@ -2,7 +2,7 @@ import { DATA_DIR, MIRROR_DIR, TEMP_DIR, sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -228,6 +228,14 @@ test("A custom model given by path follows n8n's file rule: outside N8N_RESTRICT
 		assertRefused(run, /^Access to the model file .* is not allowed/);
 		assert.match(run.error!.description ?? '', /N8N_RESTRICT_FILE_ACCESS_TO/);
 	}
+
+	// model.json inside the allowed folder, its weight file a link to one outside it.
+	const linkedWeights = copy(path.join(TEMP_DIR, 'files', 'linked-weights'));
+	const shard = (JSON.parse(readFileSync(linkedWeights, 'utf8')).weightsManifest[0].paths as string[])[0];
+	rmSync(path.join(path.dirname(linkedWeights), shard));
+	symlinkSync(path.join(OUTSIDE, 'v1', shard), path.join(path.dirname(linkedWeights), shard));
+	const run = await extract(linkedWeights);
+	assertRefused(run, new RegExp(`^Access to the model file .*${shard} is not allowed`));
 });
 
 test('A stored model whose folder was tampered with is refused; one trained here on a custom backbone loads', async () => {

@@ -190,6 +190,19 @@ test('Fine-Tune Head: every failure leaves by the error output, or stops the run
 		assert.deepEqual(summary.examplesPerClass, { cat: 4, dog: 6 });
 		assert.deepEqual(summary.skippedItems, [3, 4]);
 	}
+
+	// Labels Classify could never route are left out the same way, not a failure of the whole training.
+	const misnamed = items.map((o, i) => (i === 1 ? { ...o, json: { ...o.json, animal: 'unknown' } } : i === 2 ? { ...o, json: { ...o.json, animal: 'cat,dog' } } : i === 5 ? { ...o, json: { ...o.json, animal: 'x'.repeat(201) } } : o));
+	const renamed = await everyOnError('fineTuneHead', { ...BACKBONE, modelName: 'misnamed', label: '={{ $json.animal }}' }, misnamed);
+	assertFailed(renamed, {
+		stop: /^Item 1: The label "unknown" cannot be used: "unknown" is reserved/,
+		items: [
+			{ id: 'in1', error: /^Item 1: The label "unknown" cannot be used: "unknown" is reserved/ },
+			{ id: 'in2', error: /^Item 2: The label "cat,dog" cannot be used: it holds a comma/ },
+			{ id: 'in5', error: /^Item 5: The label "x{50}" cannot be used: it is longer than 200 characters/ },
+		],
+	});
+	for (const run of [renamed.regular, renamed.errorOutput]) assert.deepEqual(run.outputs[0][0].json.skippedItems, [1, 2, 5]);
 });
 
 test('Classify: every failure leaves by the error output, or stops the run naming the item', async () => {
@@ -204,8 +217,8 @@ test('Classify: every failure leaves by the error output, or stops the run namin
 
 	// "unknown" names the output of unsure items; it cannot also be a class.
 	assertFailed(await everyOnError('classify', { modelName: 'routed', routeByClass: true, classNames: 'cat, unknown' }, items.slice(0, 1)), {
-		stop: /^Class Names: "unknown" is the name of the output for unsure items/,
-		items: [{ id: 'in0', error: /"unknown" is the name of the output for unsure items/ }],
+		stop: /^Class Names: "unknown" cannot be a class: "unknown" is reserved for predictions under the confidence threshold/,
+		items: [{ id: 'in0', error: /"unknown" cannot be a class: "unknown" is reserved/ }],
 		regularOutput: 2,
 	});
 
@@ -235,7 +248,7 @@ test('Classify: every failure leaves by the error output, or stops the run namin
 	});
 });
 
-test('Classify Class Names follow the label rules: no duplicates, at least one', async () => {
+test('Classify Class Names follow the label rules: no duplicates, at least one, none too long', async () => {
 	const trained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'names', label: '={{ $json.animal }}' }, labelled(train));
 	assert.equal(trained.error, undefined, trained.error?.message);
 	const item = [imageItem(testImages[0].bytes)];
@@ -243,6 +256,8 @@ test('Classify Class Names follow the label rules: no duplicates, at least one',
 	assert.match(twice.error?.message ?? '', /^Class Names: "cat" is listed twice/);
 	const none = await runNode('classify', { modelName: 'names', routeByClass: true, classNames: ' , ' }, item);
 	assert.match(none.error?.message ?? '', /^Class Names: no class is named/);
+	const long = await runNode('classify', { modelName: 'names', routeByClass: true, classNames: `cat, ${'d'.repeat(201)}` }, item);
+	assert.match(long.error?.message ?? '', /^Class Names: "d{50}" cannot be a class: it is longer than 200 characters/);
 });
 
 test('Images are read a few at a time, never all at once', async () => {

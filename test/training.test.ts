@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { classify, predictHead, tf, trainHead, useBackend, type Head, type TrainingProgress } from '../engine';
 import { seededRandom, shuffleInPlace } from '../engine/random';
@@ -161,4 +162,39 @@ test('a head classifies in a process where no TF.js backend was ever initialised
 	const [expected] = classify(head, [new Float32Array(6).fill(0.5)]);
 	assert.equal(output.label, expected.label);
 	assert.ok(Math.abs(output.confidence - expected.confidence) < 1e-7);
+});
+
+test('trainings beyond one per spare core wait their turn, and all finish', async () => {
+	const limit = Math.max(1, os.availableParallelism() - 1);
+	const { features, labels } = blobs({ a: 200, b: 200 }, 64, 2);
+	// A training is running from its first epoch until its promise settles.
+	let running = 0;
+	let most = 0;
+	const results = await Promise.all(
+		Array.from({ length: limit + 2 }, async (_, k) => {
+			let started = false;
+			const result = await trainHead(features, labels, { epochs: 40, patience: 100, learningRate: 0.05, seed: k }, () => {
+				if (!started) (started = true), (most = Math.max(most, ++running));
+			});
+			running--;
+			return result;
+		}),
+	);
+	assert.ok(most <= limit, `${most} trainings ran at once, ${limit} allowed`);
+	assert.ok(most >= Math.min(2, limit), 'trainings overlap where the limit allows');
+	// Well separated blobs: every training learnt them.
+	for (const result of results) assert.ok(result.metrics.accuracy > 0.9, `accuracy ${result.metrics.accuracy}`);
+});
+
+test('an onProgress that throws rejects the training instead of crashing the process', async () => {
+	const { features, labels } = blobs({ a: 50, b: 50 }, 16, 3);
+	await assert.rejects(
+		trainHead(features, labels, { epochs: 5 }, () => {
+			throw new Error('progress listener failed');
+		}),
+		/progress listener failed/,
+	);
+	// The slot it held is free again.
+	const after = await trainHead(features, labels, { epochs: 5 });
+	assert.deepEqual(Object.keys(after.examplesPerClass).sort(), ['a', 'b']);
 });

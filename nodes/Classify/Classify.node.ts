@@ -7,6 +7,7 @@ import {
 	featureSourceMismatch,
 	featureSourceOf,
 	importModel,
+	labelProblem,
 	inputTypeOf,
 	LruCache,
 	ModelStore,
@@ -18,7 +19,7 @@ import {
 } from '../../engine';
 
 import { n8nFileAccess } from '../shared/files';
-import { extractorBackend, failedItem, failedRun, gatherFeatures, loadExtractor, readFeatureSource, readHostAuth } from '../shared/items';
+import { asError, extractorBackend, failedItem, failedRun, gatherFeatures, loadExtractor, readFeatureSource, readHostAuth, settleLimited } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
 
 interface Options {
@@ -56,19 +57,18 @@ export class Classify implements INodeType {
 
 			// Each item may name its own model (an expression over webhook data); resolving per item
 			// also means a retrain that lands mid-burst is used from the next item on.
-			const models: (TrainedModel | Error)[] = await Promise.all(
-				items.map(async (_, i) => {
-					try {
-						const model = await resolveModel(this, store, i, options.allowFileBackbone ?? false);
-						if (routeByClass) checkOutputsMatch(classNames, model);
-						if (inputType === 'features') checkFeatureSource(this, i, model);
-						else checkInputType(inputType, model);
-						return model;
-					} catch (error) {
-						return error as Error;
-					}
-				}),
+			const resolved = await settleLimited(
+				items.map((_, i) => i),
+				MODELS_RESOLVED_AT_ONCE,
+				async (i) => {
+					const model = await resolveModel(this, store, i, options.allowFileBackbone ?? false);
+					if (routeByClass) checkOutputsMatch(classNames, model);
+					if (inputType === 'features') checkFeatureSource(this, i, model);
+					else checkInputType(inputType, model);
+					return model;
+				},
 			);
+			const models: (TrainedModel | Error)[] = resolved.map((r) => (r.status === 'fulfilled' ? r.value : asError(r.reason)));
 			const results: (INodeExecutionData & { output: number })[] = new Array(items.length);
 			const groups = new Map<string, number[]>();
 			models.forEach((model, i) => {
@@ -144,8 +144,13 @@ export class Classify implements INodeType {
 	}
 }
 
-// Webhook bursts often carry the same exported model file; parse it once.
+// Model files and stored versions read at once: a burst of items does not read them all together.
+const MODELS_RESOLVED_AT_ONCE = 8;
+
+// Webhook bursts often carry the same exported model file; parse it once. Only files up to 4 MB
+// are kept, so the cache holds at most 64 MB of them.
 const importedModels = new LruCache<string, TrainedModel>(16);
+const CACHED_MODEL_FILE_BYTES = 4 * 1024 * 1024;
 
 async function resolveModel(ctx: IExecuteFunctions, store: ModelStore, itemIndex: number, allowCustomBackbone: boolean): Promise<TrainedModel> {
 	if (ctx.getNodeParameter('modelSource', itemIndex) === 'binary') {
@@ -154,6 +159,7 @@ async function resolveModel(ctx: IExecuteFunctions, store: ModelStore, itemIndex
 			throw new TransferLearningError(`The item has no binary property "${property}" with a model file`, 'Attach the model file Fine-Tune Head exported, or set "Model File Property"');
 		}
 		const file = await ctx.helpers.getBinaryDataBuffer(itemIndex, property);
+		if (file.length > CACHED_MODEL_FILE_BYTES) return importModel(file, { allowCustomBackbone });
 		const key = `${allowCustomBackbone}:${createHash('sha256').update(file).digest('hex')}`;
 		let model = importedModels.get(key);
 		if (!model) {
@@ -189,8 +195,9 @@ function splitClassNames(text: string): string[] {
 function checkClassNames(classNames: string[]): void {
 	const fail = (why: string, hint: string) => new TransferLearningError(`Class Names: ${why}`, hint);
 	if (!classNames.length) throw fail('no class is named', 'List the classes of the model, comma-separated, e.g. cat, dog');
-	if (classNames.includes(UNKNOWN_LABEL)) {
-		throw fail(`"${UNKNOWN_LABEL}" is the name of the output for unsure items, so it cannot be a class`, `Remove "${UNKNOWN_LABEL}" from Class Names; the last output already takes those items`);
+	for (const name of classNames) {
+		const problem = labelProblem(name);
+		if (problem) throw fail(`"${name.slice(0, 50)}" cannot be a class: ${problem}`, `Write the labels of the model; the last output already takes the "${UNKNOWN_LABEL}" items`);
 	}
 	const twice = classNames.find((name, k) => classNames.indexOf(name) !== k);
 	if (twice) throw fail(`"${twice}" is listed twice`, 'List each class once');

@@ -6,10 +6,12 @@ import {
 	exportModel,
 	featureSourceKey,
 	inputTypeOf,
+	labelProblem,
 	ModelStore,
 	saveTrainedModel,
 	trainHead,
 	TransferLearningError,
+	UNKNOWN_LABEL,
 	type BackendChoice,
 	type FeatureSource,
 	type ResizeMode,
@@ -49,8 +51,17 @@ export class FineTuneHead implements INodeType {
 			const labels = everyItem.map((i) => {
 				const raw = this.getNodeParameter('label', i, '') as unknown;
 				const label = typeof raw === 'number' || typeof raw === 'boolean' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
+				const problem = label ? labelProblem(label) : undefined;
 				if (!label) {
 					leaveOut(new TransferLearningError('The label is missing or empty', 'Set "Label" to an expression that gives each item its class, e.g. {{ $json.label }}'), i);
+				} else if (problem) {
+					leaveOut(
+						new TransferLearningError(
+							`The label "${label.slice(0, 50)}" cannot be used: ${problem}`,
+							`Rename that class: labels become Classify's outputs, listed comma-separated in its Class Names, beside its "${UNKNOWN_LABEL}" output for unsure predictions`,
+						),
+						i,
+					);
 				}
 				return label;
 			});

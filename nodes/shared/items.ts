@@ -157,30 +157,40 @@ export async function gatherFeatures(
 		results = new Array(itemIndices.length);
 		const chunkSize = request.batchSize * BATCHES_PER_CHUNK;
 		const read = (start: number) => settleLimited(itemIndices.slice(start, start + chunkSize), request.batchSize, (i) => readImage(ctx, i));
-		let model: Extractor | undefined;
+		let model: Backbone | undefined;
+		// Held for the whole run: while the next chunk downloads, no extraction holds the backbone,
+		// and the cache may drop it then.
+		let release: (() => void) | undefined;
 		let next = itemIndices.length ? read(0) : undefined;
-		for (let start = 0; start < itemIndices.length; start += chunkSize) {
-			const images = await next!;
-			const readable: number[] = [];
-			images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
-			// Loaded before more images are fetched, so that a backbone that fails costs no downloads.
-			if (readable.length) model ??= await extractor();
-			next = start + chunkSize < itemIndices.length ? read(start + chunkSize) : undefined;
-			if (readable.length) {
-				const extracted = await extractFeatures(
-					model as Backbone,
-					readable.map((k) => (images[k] as PromiseFulfilledResult<Buffer>).value),
-					{ resizeMode: request.resizeMode, batchSize: request.batchSize },
-				);
-				readable.forEach((k, j) => (results[start + k] = extracted[j]));
+		try {
+			for (let start = 0; start < itemIndices.length; start += chunkSize) {
+				const images = await next!;
+				const readable: number[] = [];
+				images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
+				// Loaded before more images are fetched, so that a backbone that fails costs no downloads.
+				if (readable.length && !model) {
+					model = (await extractor()) as Backbone;
+					release = model.hold();
+				}
+				next = start + chunkSize < itemIndices.length ? read(start + chunkSize) : undefined;
+				if (readable.length) {
+					const extracted = await extractFeatures(
+						model!,
+						readable.map((k) => (images[k] as PromiseFulfilledResult<Buffer>).value),
+						{ resizeMode: request.resizeMode, batchSize: request.batchSize },
+					);
+					readable.forEach((k, j) => (results[start + k] = extracted[j]));
+				}
 			}
+		} finally {
+			release?.();
 		}
 	}
 	return request.l2Normalize ? results.map((r) => (r instanceof Error ? r : l2Normalize(r))) : results;
 }
 
 /** Promise.allSettled over `task` for each input, with at most `limit` tasks running at once. */
-async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+export async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
 	const results: PromiseSettledResult<R>[] = new Array(inputs.length);
 	let next = 0;
 	const worker = async () => {
@@ -196,7 +206,7 @@ async function settleLimited<T, R>(inputs: T[], limit: number, task: (input: T) 
 	return results;
 }
 
-function asError(reason: unknown): Error {
+export function asError(reason: unknown): Error {
 	return reason instanceof Error ? reason : new Error(String(reason));
 }
 
