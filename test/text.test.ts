@@ -172,4 +172,14 @@ test('nodes: Fine-Tune Head on text, Classify on text; a text model refuses Inpu
 	const l2 = await runNode('extractFeatures', { ...TEXT, options: { l2Normalize: true } }, [ticket(tests[0].text)]);
 	const refused = await runNode('classify', { inputType: 'features', modelName: 'tickets' }, l2.outputs[0]);
 	assert.match(refused.error?.message ?? '', /^Item 0: The features were made with universal_sentence_encoder_lite, L2-normalised, but model "tickets" version 1 was trained on universal_sentence_encoder_lite/);
+
+	// Text features into Fine-Tune Head: the image Backbone is not consulted, even left on an unusable Custom Model address.
+	const textFeatures = await runNode('extractFeatures', TEXT, train.map((e) => ticket(e.text, e.label)));
+	const fromFeatures = await runNode(
+		'fineTuneHead',
+		{ inputType: 'features', backbone: 'custom', customModelUrl: 'ftp://example.invalid/model.json', modelName: 'tickets-from-features', label: '={{ $json.label }}' },
+		textFeatures.outputs[0],
+	);
+	assert.equal(fromFeatures.error, undefined, fromFeatures.error?.message);
+	assert.deepEqual((await new ModelStore().load('tickets-from-features')).manifest.backbone, USE);
 });

@@ -46,7 +46,6 @@ export class FineTuneHead implements INodeType {
 			const training = this.getNodeParameter('training', 0, {}) as Partial<TrainingOptions>;
 			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'text' | 'features';
 			const modelName = ModelStore.checkName((this.getNodeParameter('modelName', 0) as string).trim());
-			const spec = readBackboneSpec(this, inputType === 'text' ? 'text' : 'image');
 
 			const labels = everyItem.map((i) => {
 				const raw = this.getNodeParameter('label', i, '') as unknown;
@@ -65,15 +64,17 @@ export class FineTuneHead implements INodeType {
 				}
 				return label;
 			});
-			const configured: FeatureSource = {
-				backbone: spec,
+			const l2Normalize = options.l2Normalize ?? false;
+			// Read only when needed: features made by a text encoder never consult the image Backbone.
+			const configured = (): FeatureSource => ({
+				backbone: readBackboneSpec(this, inputType === 'text' ? 'text' : 'image'),
 				...(inputType === 'text' ? {} : { resizeMode: options.resizeMode ?? 'centreCrop' }),
-				l2Normalize: options.l2Normalize ?? false,
-			};
+				l2Normalize,
+			});
 			const source =
 				inputType === 'features'
-					? sourceOfFeatures(this, everyItem.filter((i) => !leftOut.has(i)), configured, options.resizeMode, leaveOut)
-					: configured;
+					? sourceOfFeatures(this, everyItem.filter((i) => !leftOut.has(i)), configured, l2Normalize, options.resizeMode, leaveOut)
+					: configured();
 			const labelled = everyItem.filter((i) => !leftOut.has(i));
 			const auth = await readHostAuth(this);
 			const features = await gatherFeatures(
@@ -86,7 +87,7 @@ export class FineTuneHead implements INodeType {
 					batchSize: options.batchSize ?? 16,
 					l2Normalize: source.l2Normalize,
 				},
-				() => loadExtractor(spec, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
+				() => loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
 			);
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
@@ -153,7 +154,8 @@ export class FineTuneHead implements INodeType {
 function sourceOfFeatures(
 	ctx: IExecuteFunctions,
 	itemIndices: number[],
-	configured: FeatureSource,
+	configured: () => FeatureSource,
+	l2Set: boolean,
 	resizeModeSet: ResizeMode | undefined,
 	leaveOut: (error: unknown, itemIndex: number) => void,
 ): FeatureSource {
@@ -182,15 +184,16 @@ function sourceOfFeatures(
 			i,
 		);
 	}
-	if (!common) return configured;
+	if (!common) return configured();
 	// Text features name their encoder themselves; Backbone and Resize Mode are image settings.
-	if (inputTypeOf(common.backbone) === 'text') return { backbone: common.backbone, l2Normalize: common.l2Normalize || configured.l2Normalize };
+	if (inputTypeOf(common.backbone) === 'text') return { backbone: common.backbone, l2Normalize: common.l2Normalize || l2Set };
+	const { backbone } = configured();
 	const mismatch = (setting: string, value: string) =>
 		new TransferLearningError(`The features were made with ${describeFeatureSource(common)}, but "${setting}" is set to ${value}`, `Set "${setting}" here as in Extract Features`);
-	if (backboneKey(common.backbone) !== backboneKey(configured.backbone)) throw mismatch('Backbone', describeBackbone(configured.backbone));
+	if (backboneKey(common.backbone) !== backboneKey(backbone)) throw mismatch('Backbone', describeBackbone(backbone));
 	if (resizeModeSet && resizeModeSet !== common.resizeMode) {
 		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
 	}
 	// The head learns on unit vectors if either normalised them; Classify must then normalise too.
-	return { backbone: configured.backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || configured.l2Normalize };
+	return { backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set };
 }
