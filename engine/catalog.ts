@@ -161,7 +161,7 @@ export function customAddressProblem(address: string): string | undefined {
 	return path.isAbsolute(address) ? undefined : 'it is neither an http(s) URL nor an absolute path';
 }
 
-export interface CustomBackboneOptions {
+interface CustomBackboneOptions {
 	url: string;
 	format?: 'layers' | 'graph' | 'auto';
 	inputSize?: number;

@@ -27,7 +27,7 @@ interface WeightsManifestGroup {
 	weights: WeightSpec[];
 }
 
-export interface WeightSpec {
+interface WeightSpec {
 	name: string;
 	shape: number[];
 	dtype: string;
@@ -159,7 +159,7 @@ const IMAGE_CONTENT_TYPE = /^(image\/|application\/octet-stream|binary\/octet-st
 const HEIF_BRANDS = new Set(['avif', 'avis', 'heic', 'heix', 'heim', 'heis', 'hevc', 'hevx', 'mif1', 'msf1']);
 
 /** The formats the decoder is meant for, by their signature; anything else never reaches it. */
-export function imageFormat(head: Buffer): string | undefined {
+function imageFormat(head: Buffer): string | undefined {
 	const ascii = (start: number, end: number) => head.subarray(start, end).toString('latin1');
 	if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return 'jpeg';
 	if (head.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return 'png';

@@ -37,7 +37,7 @@ export const DEFAULT_TRAINING: TrainingOptions = {
 	seed: 42,
 };
 
-export const MIN_EXAMPLES_PER_CLASS = 2;
+const MIN_EXAMPLES_PER_CLASS = 2;
 
 export interface DenseLayer {
 	units: number;
@@ -94,7 +94,7 @@ export interface TrainingResult {
 	options: TrainingOptions;
 }
 
-export function validateTrainingOptions(options: TrainingOptions): void {
+function validateTrainingOptions(options: TrainingOptions): void {
 	const check = (ok: boolean, what: string) => {
 		if (!ok) throw new TransferLearningError(`Training option ${what}`);
 	};

@@ -42,7 +42,7 @@ export {
 export type { LocalFileAccess } from './paths';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice } from './settings';
-export { embedTexts, loadTextEncoder, SharedTextEncoder, textProblem, type TextEncoder, type TextLoadOptions } from './text/encoder';
+export { embedTexts, loadTextEncoder, SharedTextEncoder, type TextEncoder, type TextLoadOptions } from './text/encoder';
 export { MAX_TOKENS as MAX_TEXT_TOKENS } from './text/use-lite';
 export { tf } from './backend';
 

@@ -1,5 +1,5 @@
 /** Where `sharePromise` keeps its promises: a Map, or an LruCache to bound them. */
-export interface PromiseCache<K, V> {
+interface PromiseCache<K, V> {
 	get(key: K): Promise<V> | undefined;
 	set(key: K, value: Promise<V>): void;
 	delete(key: K): void;

@@ -15,7 +15,7 @@ import { settings } from './settings';
  * uint8 NHWC; the graph converts, transposes and normalises them itself (ONNX Runtime's threads are
  * faster at it than a JS loop). The output is `features` [batch, featureSize].
  */
-export function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Array {
+function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Array {
 	const nodes: onnx.INodeProto[] = [];
 	const initializers: onnx.ITensorProto[] = [];
 	let counter = 0;

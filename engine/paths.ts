@@ -18,7 +18,7 @@ export const isHttpUrl = (address: string) => /^https?:\/\//i.test(address);
  * climbs, starts at a root, or names a scheme or a host is refused, encoded or not, since URL
  * parsing reads "%2e%2e" as ".." and "\" as "/".
  */
-export function weightPathProblem(name: unknown): string | undefined {
+function weightPathProblem(name: unknown): string | undefined {
 	if (typeof name !== 'string' || !name) return 'is not a file name';
 	if (name.length > 1000) return 'is longer than 1000 characters';
 	let decoded: string;

@@ -48,7 +48,7 @@ export async function readHostAuth(ctx: IExecuteFunctions): Promise<HostAuth | u
 	return credentials.headerName ? { headerName: credentials.headerName, headerValue: credentials.headerValue } : undefined;
 }
 
-export async function readImage(ctx: IExecuteFunctions, itemIndex: number): Promise<Buffer> {
+async function readImage(ctx: IExecuteFunctions, itemIndex: number): Promise<Buffer> {
 	const source = ctx.getNodeParameter('imageSource', itemIndex, 'binary') as string;
 	if (source === 'url') {
 		const url = ctx.getNodeParameter('imageUrl', itemIndex) as string;
@@ -72,7 +72,7 @@ export async function readImage(ctx: IExecuteFunctions, itemIndex: number): Prom
 }
 
 /** A features field written by Extract Features (or any array of numbers). */
-export function readFeatures(ctx: IExecuteFunctions, itemIndex: number, field: string): Float32Array {
+function readFeatures(ctx: IExecuteFunctions, itemIndex: number, field: string): Float32Array {
 	const value = ctx.getInputData()[itemIndex].json[field];
 	if (!Array.isArray(value) || value.length === 0 || !value.every((v) => typeof v === 'number' && Number.isFinite(v))) {
 		throw new TransferLearningError(
@@ -95,7 +95,7 @@ export function readFeatureSource(ctx: IExecuteFunctions, itemIndex: number): Fe
 export const FEATURE_SOURCE_FIELD = 'featureSource';
 
 /** What turns items into features: an image backbone or a text encoder. */
-export type Extractor = Backbone | SharedTextEncoder;
+type Extractor = Backbone | SharedTextEncoder;
 
 export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess }): Promise<Extractor> {
 	return spec.inputType === 'text' ? loadTextEncoder(spec, options) : loadBackbone(spec, options);
@@ -106,7 +106,7 @@ export function extractorBackend(extractor: Extractor): { name: string; fallback
 	return extractor instanceof Backbone ? extractor.backend : { name: extractor.backendName };
 }
 
-export interface FeatureRequest {
+interface FeatureRequest {
 	inputType: InputType | 'features';
 	featuresField: string;
 	/** Images only. */
