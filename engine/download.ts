@@ -63,8 +63,10 @@ export function fetchModelArtifacts(url: string, auth?: HostAuth, fileAccess?: L
 	const location = applyMirror(url);
 	const key = `${location}#${credentialKey(auth)}`;
 	// Shared while in flight only: the cache on disk serves later loads.
+	// The file access rule is for paths a workflow names; a mirror folder is the administrator's.
+	const access = location === url ? fileAccess : undefined;
 	return sharePromise(inflight, key, () =>
-		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location, fileAccess)).finally(() => inflight.delete(key)),
+		(isHttp(location) ? fetchThroughCache(location, auth) : readLocal(location, access)).finally(() => inflight.delete(key)),
 	);
 }
 

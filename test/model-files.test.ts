@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { Logger } from '@n8n/backend-common';
 import { Container } from '@n8n/di';
 import type { IDataObject, INodeExecutionData } from 'n8n-workflow';
-import { Backbone, customBackbone, fetchModelArtifacts, ModelStore } from '../engine';
+import { Backbone, catalogBackbone, customBackbone, fetchModelArtifacts, ModelStore } from '../engine';
 import { imageItem, runNode, type NodeRun } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
 
@@ -236,6 +236,16 @@ test("A custom model given by path follows n8n's file rule: outside N8N_RESTRICT
 	symlinkSync(path.join(OUTSIDE, 'v1', shard), path.join(path.dirname(linkedWeights), shard));
 	const run = await extract(linkedWeights);
 	assertRefused(run, new RegExp(`^Access to the model file .*${shard} is not allowed`));
+});
+
+test("A catalog backbone read from a TL_MODEL_MIRROR folder loads whatever n8n's file rule says: the mirror is the administrator's", async () => {
+	const refuseEverything = async () => false;
+	const backbone = await Backbone.load(catalogBackbone('mobilenet_v1_0.25_224'), { fileAccess: refuseEverything });
+	try {
+		assert.equal(backbone.featureSize, 256);
+	} finally {
+		backbone.retire();
+	}
 });
 
 test('A stored model whose folder was tampered with is refused; one trained here on a custom backbone loads', async () => {
