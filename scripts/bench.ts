@@ -1,9 +1,11 @@
 /**
  * Speed and memory of feature extraction, classification and head training.
- *   npm run bench [-- --json] [--quick] [--synthetic-mobilenet-v2-1.0]
- * Every speed is also a ratio to a baseline measured in the same run: the backbone's Keras layers
- * model as TF.js loads it, `model.predict` on the wasm backend, batch 16. With --json the last line
- * is one JSON object. Reads flowers5 and the mirror from TL_TEST_DATA (default ../shared/data).
+ *   npm run bench [-- --json] [--quick] [--text-only] [--synthetic-mobilenet-v2-1.0]
+ * Every image speed is also a ratio to a baseline measured in the same run: the backbone's Keras
+ * layers model as TF.js loads it, `model.predict` on the wasm backend, batch 16. Every text speed
+ * is a ratio to Universal Sentence Encoder Lite on one wasm thread, batch 32. With --json the last
+ * line is one JSON object. Reads flowers5, BANKING77 and the mirror from TL_TEST_DATA (default
+ * ../shared/data).
  */
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -13,16 +15,23 @@ import {
 	Backbone,
 	catalogBackbone,
 	classify,
+	embedTexts,
 	extractFeatures,
+	l2Normalize,
+	loadTextEncoder,
 	tf,
 	trainHead,
 	useBackend,
+	USE_LITE_ID,
 	type BackendChoice,
+	type TextEncoder,
 } from '../engine';
 import type { BackboneLoadOptions } from '../engine/backbone';
+import { UseLitePool } from '../engine/text/use-lite-pool';
 import { readDataset } from './dataset';
 import { percentile } from './percentile';
 import { syntheticMobileNetV2 } from './synthetic-mobilenet-v2';
+import { readTextDataset } from './text-dataset';
 
 const DATA_DIR = path.resolve(process.env.TL_TEST_DATA ?? path.join(__dirname, '..', '..', '..', 'shared', 'data'));
 process.env.TL_MODEL_MIRROR ??= path.join(DATA_DIR, 'mirror');
@@ -30,12 +39,25 @@ process.env.TL_MODEL_MIRROR ??= path.join(DATA_DIR, 'mirror');
 const BACKBONES = ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224'];
 const BACKENDS: BackendChoice[] = ['onnxruntime', 'tensorflow', 'wasm', 'cpu'];
 
-interface Row {
+interface ImageRow {
+	inputType: 'image';
 	backbone: string;
 	backend: string;
 	batch: number;
 	mode: 'end-to-end' | 'model-only';
 	imagesPerSecond: number;
+	ratioToBaseline: number;
+}
+
+/** Texts through `embedTexts`: tokenising, encoding, copying the vectors out. */
+interface TextRow {
+	inputType: 'text';
+	backbone: string;
+	backend: string;
+	/** Worker threads, each with its own wasm instance; 0 for the encoder on the main thread. */
+	workers: number;
+	batch: number;
+	sentencesPerSecond: number;
 	ratioToBaseline: number;
 }
 
@@ -52,21 +74,85 @@ async function rate(count: number, once: () => Promise<unknown>, seconds: number
 }
 
 
+/**
+ * Universal Sentence Encoder Lite on BANKING77 questions: sentences/s on each backend, one wasm
+ * thread against a pool of worker threads, and warm Classify latency for one sentence.
+ */
+async function benchText(seconds: number, log: (line: string) => void) {
+	const examples = readTextDataset(path.join(DATA_DIR, 'text', 'banking77_10intents', 'banking77_10intents.csv'));
+	const texts = examples.map((e) => e.text);
+	const spec = catalogBackbone(USE_LITE_ID, 'text');
+	const results: TextRow[] = [];
+	let next = 0;
+	const slice = (count: number) => Array.from({ length: count }, () => texts[next++ % texts.length]);
+	const measure = async (encoder: TextEncoder, backend: string, workers: number, batches: number[], budget: number) => {
+		for (const batch of batches) {
+			const value = await rate(batch, () => encoder.embed(slice(batch)), budget);
+			results.push({ inputType: 'text', backbone: USE_LITE_ID, backend, workers, batch, sentencesPerSecond: value, ratioToBaseline: NaN });
+		}
+	};
+	log(`\n${USE_LITE_ID} on BANKING77 (${texts.length} texts, mean ${Math.round(texts.reduce((n, t) => n + t.length, 0) / texts.length)} characters)`);
+	for (const choice of ['wasm', 'cpu'] as const) {
+		const encoder = await loadTextEncoder(spec, { backend: choice }).catch(() => undefined);
+		if (!encoder || encoder.backendName !== choice) {
+			log(`  ${choice}: not available`);
+			continue;
+		}
+		await measure(encoder, choice, 0, [1, 32], choice === 'cpu' ? Math.min(seconds, 1) : seconds);
+	}
+	const pool = await UseLitePool.load(spec);
+	await measure(pool, 'wasm', UseLitePool.defaultSize(), [1, 32], seconds);
+	pool.dispose();
+	const baseline = results.find((r) => r.backend === 'wasm' && r.workers === 0 && r.batch === 32)!.sentencesPerSecond;
+	for (const row of results) {
+		row.ratioToBaseline = row.sentencesPerSecond / baseline;
+		const where = row.workers ? `${row.backend} x${row.workers} workers` : row.backend;
+		log(`  ${where.padEnd(17)} batch ${String(row.batch).padStart(2)} ${row.sentencesPerSecond.toFixed(1).padStart(7)} sentences/s  ${row.ratioToBaseline.toFixed(2).padStart(6)}x`);
+	}
+
+	// Classify one sentence, warm: tokenise + encode + head, as the Classify node does it.
+	const encoder = await loadTextEncoder(spec, { backend: 'wasm' });
+	const train = examples.filter((e) => e.split === 'train');
+	const features = (await embedTexts(encoder, train.map((e) => e.text))).map((v) => l2Normalize(v as Float32Array));
+	const { head } = await trainHead(features, train.map((e) => e.label));
+	const classifyOne = async () => {
+		const [vector] = await embedTexts(encoder, slice(1));
+		return classify(head, [l2Normalize(vector as Float32Array)]);
+	};
+	for (let i = 0; i < 10; i++) await classifyOne();
+	const latencies: number[] = [];
+	const started = performance.now();
+	while (latencies.length < 20 || performance.now() - started < seconds * 1000) {
+		const one = performance.now();
+		await classifyOne();
+		latencies.push(performance.now() - one);
+	}
+	const classifyTextLatencyMs = { p50: percentile(latencies, 50), p99: percentile(latencies, 99), samples: latencies.length };
+	log(`Classify one sentence (${USE_LITE_ID}, wasm, warm): p50 ${classifyTextLatencyMs.p50.toFixed(2)} ms, p99 ${classifyTextLatencyMs.p99.toFixed(2)} ms (${latencies.length} runs)`);
+	return { results, classifyTextLatencyMs };
+}
+
 async function main() {
 	const { values } = parseArgs({
 		options: {
 			json: { type: 'boolean', default: false },
 			quick: { type: 'boolean', default: false },
 			'synthetic-mobilenet-v2-1.0': { type: 'boolean', default: false },
+			'text-only': { type: 'boolean', default: false },
 		},
 	});
 	const seconds = values.quick ? 0.5 : 2;
 	const log = (line: string) => {
 		if (!values.json) console.log(line);
 	};
+	const text = await benchText(seconds, log);
+	if (values['text-only']) {
+		if (values.json) console.log(JSON.stringify({ results: text.results, classifyTextLatencyMs: text.classifyTextLatencyMs }));
+		return;
+	}
 	const flowers = readDataset(path.join(DATA_DIR, 'image_datasets', 'flowers5'));
 	const jpegs = flowers.map((e) => readFileSync(e.file));
-	const results: Row[] = [];
+	const results: (ImageRow | TextRow)[] = [...text.results];
 	const available = new Set<string>();
 
 	const candidates = BACKBONES.map((id) => {
@@ -110,7 +196,7 @@ async function main() {
 					budget,
 				);
 				for (const [mode, value] of [['model-only', modelOnly], ['end-to-end', endToEnd]] as const) {
-					results.push({ backbone: id, backend: choice, batch, mode, imagesPerSecond: value, ratioToBaseline: value / baseline });
+					results.push({ inputType: 'image', backbone: id, backend: choice, batch, mode, imagesPerSecond: value, ratioToBaseline: value / baseline });
 					log(`  ${choice.padEnd(11)} batch ${String(batch).padStart(2)} ${mode.padEnd(10)} ${value.toFixed(1).padStart(7)} images/s  ${(value / baseline).toFixed(2).padStart(6)}x`);
 				}
 			}
@@ -169,7 +255,7 @@ async function main() {
 
 	const peakRssMb = process.resourceUsage().maxRSS / 1024;
 	log(`Peak RSS ${peakRssMb.toFixed(0)} MB`);
-	const summary = { results, classifyLatencyMs, headTrainSeconds, peakRssMb, tensorsAfter1000, rssGrowthMb };
+	const summary = { results, classifyLatencyMs, classifyTextLatencyMs: text.classifyTextLatencyMs, headTrainSeconds, peakRssMb, tensorsAfter1000, rssGrowthMb };
 	if (values.json) console.log(JSON.stringify(summary));
 }
 

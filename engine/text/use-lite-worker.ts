@@ -1,0 +1,37 @@
+/**
+ * One Universal Sentence Encoder Lite on its own wasm instance, in a worker thread of
+ * UseLitePool: TF.js's threaded wasm build cannot start in Node (it spawns its workers from blob
+ * URLs), so parallelism comes from one single-threaded instance per thread.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { TextBackboneSpec } from '../catalog';
+import { TransferLearningError, errorMessage } from '../errors';
+import { UseLiteEncoder } from './use-lite';
+
+export type WorkerRequest = { id: number; texts: string[] };
+export type WorkerReply =
+	| { id: number; vectors: Float32Array }
+	| { id: number; error: { message: string; hint?: string } }
+	| { ready: true }
+	| { failed: { message: string; hint?: string } };
+
+const port = parentPort!;
+const describe = (error: unknown) => ({ message: errorMessage(error), hint: error instanceof TransferLearningError ? error.hint : undefined });
+
+UseLiteEncoder.load(workerData.spec as TextBackboneSpec, { backend: 'wasm' }).then(
+	(encoder) => {
+		port.on('message', async ({ id, texts }: WorkerRequest) => {
+			try {
+				const vectors = await encoder.embed(texts);
+				// One buffer, moved rather than copied.
+				const flat = new Float32Array(vectors.length * encoder.dimension);
+				vectors.forEach((v, i) => flat.set(v, i * encoder.dimension));
+				port.postMessage({ id, vectors: flat } satisfies WorkerReply, [flat.buffer]);
+			} catch (error) {
+				port.postMessage({ id, error: describe(error) } satisfies WorkerReply);
+			}
+		});
+		port.postMessage({ ready: true } satisfies WorkerReply);
+	},
+	(error) => port.postMessage({ failed: describe(error) } satisfies WorkerReply),
+);
