@@ -43,6 +43,7 @@ export type { LocalFileAccess } from './paths';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice } from './settings';
 export { embedTexts, loadTextEncoder, SharedTextEncoder, type TextEncoder, type TextLoadOptions } from './text/encoder';
+export { hubRepoProblem } from './text/hf-files';
 export { MAX_TOKENS as MAX_TEXT_TOKENS } from './text/use-lite';
 export { tf } from './backend';
 

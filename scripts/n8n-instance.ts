@@ -103,10 +103,11 @@ export const EXAMPLE_IDS = {
 	route: 'tlExampleRouteBy',
 	classifyTickets: 'tlExampleTickets',
 	trainTickets: 'tlExampleTrainTx',
+	routeTickets: 'tlExampleRouteTx',
 };
 
 /** Published (live) from the first start: the webhooks. The schedule waits for the user. */
-export const PUBLISHED_EXAMPLES = [EXAMPLE_IDS.classify, EXAMPLE_IDS.route, EXAMPLE_IDS.classifyTickets];
+export const PUBLISHED_EXAMPLES = [EXAMPLE_IDS.classify, EXAMPLE_IDS.route, EXAMPLE_IDS.classifyTickets, EXAMPLE_IDS.routeTickets];
 
 /** The labelled texts the ticket example trains on: beside the training images. */
 export function ticketsCsv(trainingFolder: string): string {

@@ -11,6 +11,7 @@ import { hubFileLocation } from '../engine/text/hf-files';
 import { CATALOG, backboneKey, catalogBackbone, inputTypeOf } from '../engine/catalog';
 import { parseFeatureSource } from '../engine/model';
 import { loadTextEncoder } from '../engine/text/encoder';
+import { runNode } from './helpers/n8n';
 import { serveFolder, type StaticServer } from './helpers/server';
 import { HIDDEN, MAX_POSITIONS, TOKEN_ID, referenceEmbedding, tinyBertWeights, writeTinyBertRepo } from './helpers/tiny-bert';
 
@@ -239,4 +240,25 @@ test('a stored model may name an hf: model only with the settings that id stands
 	assert.match(hubTextSpecProblem(tampered[2]) ?? '', /is not a Hugging Face model id/);
 	assert.match(hubTextSpecProblem(tampered[3]) ?? '', /neither a text backbone of the catalog nor hf:/);
 	assert.equal(hubTextSpecProblem(backbone), undefined);
+});
+
+test('nodes: Extract Features with Text Backbone "Hugging Face Model" embeds through the hub model; a malformed id fails naming the field', async () => {
+	const params = { inputType: 'text', textBackbone: 'huggingFace', huggingFaceModel: ` ${REPO} `, text: '={{ $json.text }}' };
+	const run = await runNode('extractFeatures', params, [{ json: { text: 'The cat sat on the mat.' } }, { json: { text: 'hello world' } }]);
+	assert.equal(run.error, undefined, run.error?.description ?? run.error?.message);
+	const [first, second] = run.outputs[0].map((item) => item.json);
+	assert.equal(first.featureLength, HIDDEN);
+	assert.equal(first.backbone, `hf:${REPO}`);
+	assertClose(Float32Array.from(first.features as number[]), referenceEmbedding(weights, sentence('the', 'cat', 'sat', 'on', 'the', 'mat', '.')));
+	assertClose(Float32Array.from(second.features as number[]), referenceEmbedding(weights, sentence('hello', 'world')));
+
+	for (const bad of ['={{ $json.model }}', 'all-MiniLM-L6-v2', 'Xenova/../secrets', 'https://huggingface.co/Xenova/all-MiniLM-L6-v2']) {
+		const failed = await runNode('extractFeatures', { ...params, huggingFaceModel: bad }, [{ json: { text: 'hello' } }], { continueOnFail: true });
+		const [item] = failed.outputs[0];
+		assert.match(String(item.json.error), /Hugging Face Model ID .* is not a model id/, bad);
+		assert.equal(item.json.features, undefined);
+	}
+	const stopped = await runNode('extractFeatures', { ...params, huggingFaceModel: 'not a model' }, [{ json: { text: 'hello' } }]);
+	assert.match(stopped.error?.message ?? '', /"not a model" is not a model id/);
+	assert.match(stopped.error?.description ?? '', /Set "Hugging Face Model ID" to owner\/name/);
 });

@@ -8,6 +8,7 @@ import {
 	embedTexts,
 	errorMessage,
 	extractFeatures,
+	hubRepoProblem,
 	l2Normalize,
 	parseFeatureSource,
 	redactPaths,
@@ -27,7 +28,10 @@ import {
 
 /** The backbone the node's parameters name for `inputType`: Text Backbone for text, Backbone otherwise. */
 export function readBackboneSpec(ctx: IExecuteFunctions, inputType: InputType = 'image'): BackboneSpec {
-	if (inputType === 'text') return catalogBackbone(ctx.getNodeParameter('textBackbone', 0) as string, 'text');
+	if (inputType === 'text') {
+		const id = ctx.getNodeParameter('textBackbone', 0) as string;
+		return id === 'huggingFace' ? hubBackbone(ctx.getNodeParameter('huggingFaceModel', 0, '')) : catalogBackbone(id, 'text');
+	}
 	const id = ctx.getNodeParameter('backbone', 0) as string;
 	if (id !== 'custom') return catalogBackbone(id);
 	const layerOrNode = (ctx.getNodeParameter('customFeatureLayer', 0, '') as string).trim();
@@ -39,6 +43,21 @@ export function readBackboneSpec(ctx: IExecuteFunctions, inputType: InputType = 
 		featureLayer: layerOrNode,
 		outputNode: layerOrNode,
 	});
+}
+
+/** The Hugging Face Model ID field, `owner/name` or `owner/name:quantized`, as a text backbone. */
+function hubBackbone(value: unknown): BackboneSpec {
+	const id = typeof value === 'string' ? value.trim() : '';
+	const repo = id.replace(/:quantized$/, '');
+	const problem = hubRepoProblem(repo);
+	if (problem) {
+		const shown = typeof value === 'string' ? `"${value.slice(0, 200)}"` : String(value);
+		throw new TransferLearningError(
+			`Hugging Face Model ID ${id ? shown : '(empty)'} is not a model id`,
+			`Set "Hugging Face Model ID" to owner/name, optionally ending in :quantized: ${problem}`,
+		);
+	}
+	return catalogBackbone(`hf:${id}`, 'text');
 }
 
 /** The Model Host credential is optional: public hosts and mirrors need none. */

@@ -102,10 +102,21 @@ export function backboneProperties(show: Record<string, string[]>, showText: Rec
 			displayName: 'Text Backbone',
 			name: 'textBackbone',
 			type: 'options',
-			options: catalogOptions('text'),
+			options: [...catalogOptions('text'), { name: 'Hugging Face Model', value: 'huggingFace' }],
 			default: DEFAULT_TEXT_BACKBONE,
 			description: 'Pretrained sentence encoder that turns a text into features. Universal Sentence Encoder Lite reads English and comes with the package: no download.',
 			displayOptions: { show: showText },
+		},
+		{
+			displayName: 'Hugging Face Model ID',
+			name: 'huggingFaceModel',
+			type: 'string',
+			default: '',
+			required: true,
+			placeholder: 'Xenova/all-MiniLM-L6-v2',
+			description:
+				'Owner/name of a sentence-transformers model on the Hugging Face hub with an ONNX export (onnx/model.onnx beside tokenizer.json), such as the Xenova/… repositories; features are the mean of its token states. Add ":quantized" to read onnx/model_quantized.onnx instead: a quarter of the download, faster on CPU.',
+			displayOptions: { show: { ...showText, textBackbone: ['huggingFace'] } },
 		},
 		{
 			displayName: 'Model URL or Path',

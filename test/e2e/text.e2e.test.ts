@@ -1,7 +1,7 @@
 /**
  * Text end to end, in a real n8n: the package installed as n8n's installer does it (the bundled
  * sentence encoder included), example 6 trains `tickets` on BANKING77's train split from its CSV,
- * and example 5's webhook answers every test message with its intent.
+ * example 5's webhook answers every test message with its intent, and example 7 routes messages by it.
  */
 import { DATA_DIR, TEMP_DIR } from '../helpers/env';
 import { after, before, test } from 'node:test';
@@ -13,6 +13,7 @@ import { percentile } from '../../scripts/percentile';
 import { readTextDataset, writeTrainSplit } from '../../scripts/text-dataset';
 import {
 	EXAMPLE_IDS,
+	EXAMPLES_DIR,
 	PUBLISHED_EXAMPLES,
 	freePort,
 	importWorkflows,
@@ -92,4 +93,27 @@ test('example 6 trains "tickets" on the BANKING77 CSV; example 5 answers every t
 		assert.equal(response.status, 400, JSON.stringify(response.data));
 		assert.match(response.data.error, /^Item 0: The text is (missing|empty|a number)/);
 	}
+});
+
+test('example 7 sends each message down the branch of its intent, or "unknown" below the 0.5 threshold', async () => {
+	assert.ok(existsSync(manifestFile), 'example 6 trained "tickets" first');
+	const example = JSON.parse(readFileSync(path.join(EXAMPLES_DIR, '7-route-tickets.json'), 'utf8'));
+	const classifyNode = example.nodes.find((n: { type: string }) => n.type === 'n8n-nodes-transfer-learning.classify');
+	assert.deepEqual(classifyNode.parameters.classNames.split(', '), JSON.parse(readFileSync(manifestFile, 'utf8')).labels, 'Class Names are the model\'s classes, in its order');
+	const threshold = classifyNode.parameters.threshold;
+	const sample = testSet.filter((_, i) => i % 4 === 0);
+	let matched = 0;
+	for (const message of sample) {
+		const response = await axios.post(`${n8n.url}webhook/route-ticket`, { text: message.text }, { validateStatus: () => true, timeout: 60_000 });
+		assert.equal(response.status, 200, `${message.text}: ${JSON.stringify(response.data)}`);
+		const { route, label, confidence } = response.data;
+		assert.equal(route, confidence >= threshold ? label : 'unknown', JSON.stringify(response.data));
+		if (route === message.label) matched++;
+	}
+	console.log(`# route-ticket webhook: ${matched}/${sample.length} routed to their intent's branch`);
+	assert.ok(matched >= sample.length * 0.8, `${matched}/${sample.length} routed to their intent's branch`);
+
+	const refused = await axios.post(`${n8n.url}webhook/route-ticket`, { text: ' ' }, { validateStatus: () => true });
+	assert.equal(refused.status, 400, JSON.stringify(refused.data));
+	assert.match(refused.data.error, /^Item 0: The text is empty/);
 });
