@@ -6,7 +6,7 @@ import { settings, type BackendChoice } from '../settings';
 import { backboneKey, type TextBackboneSpec } from '../catalog';
 import type { HubTextSpec } from './hf-catalog';
 import { HubTextEncoder } from './hf-encoder';
-import { UseLiteEncoder } from './use-lite';
+import { UseLitePool } from './use-lite-pool';
 
 /** A sentence encoder: one vector per text, every vector `dimension` long. */
 export interface TextEncoder {
@@ -24,7 +24,8 @@ export interface TextLoadOptions {
 
 /** Reads a spec's weights and returns a ready encoder; one per `TextBackboneSpec['format']`. */
 const LOADERS: Record<TextBackboneSpec['format'], (spec: TextBackboneSpec, options: TextLoadOptions) => Promise<TextEncoder>> = {
-	'use-lite': (spec, options) => UseLiteEncoder.load(spec, options),
+	// Seconds of synchronous wasm per batch: off the event loop n8n answers HTTP requests on.
+	'use-lite': (spec, options) => UseLitePool.load(spec, { backend: options.backend }),
 	'hf-onnx': (spec, options) => HubTextEncoder.load(spec as HubTextSpec, options),
 };
 

@@ -1,24 +1,31 @@
 /**
- * One Universal Sentence Encoder Lite on its own wasm instance, in a worker thread of
- * UseLitePool: TF.js's threaded wasm build cannot start in Node (it spawns its workers from blob
- * URLs), so parallelism comes from one single-threaded instance per thread.
+ * One Universal Sentence Encoder Lite in a worker thread of UseLitePool, so that tokenising and
+ * inference (seconds of synchronous wasm per batch) never hold n8n's event loop. TF.js's threaded
+ * wasm build cannot start in Node (it spawns its workers from blob URLs), so parallelism comes from
+ * one single-threaded instance per thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { TextBackboneSpec } from '../catalog';
 import { TransferLearningError, errorMessage } from '../errors';
+import type { BackendChoice } from '../settings';
 import { UseLiteEncoder } from './use-lite';
 
+export interface WorkerSetup {
+	spec: TextBackboneSpec;
+	backend?: BackendChoice;
+}
 export type WorkerRequest = { id: number; texts: string[] };
 export type WorkerReply =
 	| { id: number; vectors: Float32Array }
 	| { id: number; error: { message: string; hint?: string } }
-	| { ready: true }
+	| { ready: { backendName: UseLiteEncoder['backendName'] } }
 	| { failed: { message: string; hint?: string } };
 
 const port = parentPort!;
+const setup = workerData as WorkerSetup;
 const describe = (error: unknown) => ({ message: errorMessage(error), hint: error instanceof TransferLearningError ? error.hint : undefined });
 
-UseLiteEncoder.load(workerData.spec as TextBackboneSpec, { backend: 'wasm' }).then(
+UseLiteEncoder.load(setup.spec, { backend: setup.backend }).then(
 	(encoder) => {
 		port.on('message', async ({ id, texts }: WorkerRequest) => {
 			try {
@@ -31,7 +38,7 @@ UseLiteEncoder.load(workerData.spec as TextBackboneSpec, { backend: 'wasm' }).th
 				port.postMessage({ id, error: describe(error) } satisfies WorkerReply);
 			}
 		});
-		port.postMessage({ ready: true } satisfies WorkerReply);
+		port.postMessage({ ready: { backendName: encoder.backendName } } satisfies WorkerReply);
 	},
 	(error) => port.postMessage({ failed: describe(error) } satisfies WorkerReply),
 );
