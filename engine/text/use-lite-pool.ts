@@ -13,7 +13,7 @@ const DIMENSION = 512;
  * a reply; callers past this wait for a place rather than piling up messages.
  */
 const MAX_PENDING_PER_WORKER = 2;
-/** Each worker holds its own copy of the model and a wasm heap (about 100 MB of memory). */
+/** Each worker holds its own copy of TF.js, the model and a wasm heap: about 150 MB of memory. */
 const MAX_WORKERS = 4;
 /**
  * Workers end after this long without a call and start again on the next (about a second): a
