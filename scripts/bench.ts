@@ -84,16 +84,10 @@ async function benchText(seconds: number, log: (line: string) => void) {
 	const examples = readTextDataset(path.join(DATA_DIR, 'text', 'banking77_10intents', 'banking77_10intents.csv'));
 	const texts = examples.map((e) => e.text);
 	const spec = catalogBackbone(USE_LITE_ID, 'text');
-	const results: TextRow[] = [];
 	let next = 0;
 	const slice = (count: number) => Array.from({ length: count }, () => texts[next++ % texts.length]);
-	const measure = async (encoder: TextEncoder, backend: string, workers: number, batches: number[], budget: number) => {
-		for (const batch of batches) {
-			const value = await rate(batch, () => encoder.embed(slice(batch)), budget);
-			results.push({ inputType: 'text', backbone: USE_LITE_ID, backend, workers, batch, sentencesPerSecond: value, ratioToBaseline: NaN });
-		}
-	};
 	log(`\n${USE_LITE_ID} on BANKING77 (${texts.length} texts, mean ${Math.round(texts.reduce((n, t) => n + t.length, 0) / texts.length)} characters)`);
+	const encoders: { encoder: TextEncoder; backend: string; workers: number; budget: number }[] = [];
 	for (const choice of ['wasm', 'cpu'] as const) {
 		const encoder = await UseLiteEncoder.load(spec, { backend: choice }).catch(() => undefined);
 		if (!encoder || encoder.backendName !== choice) {
@@ -101,15 +95,36 @@ async function benchText(seconds: number, log: (line: string) => void) {
 			log(`  ${choice}: not available`);
 			continue;
 		}
-		await measure(encoder, choice, 0, [1, 32], choice === 'cpu' ? Math.min(seconds, 1) : seconds);
-		encoder.dispose();
+		encoders.push({ encoder, backend: choice, workers: 0, budget: choice === 'cpu' ? Math.min(seconds, 1) : seconds });
 	}
 	// One worker, the size nodes use on this machine, and one per core.
 	for (const size of [...new Set([1, UseLitePool.defaultSize(), availableParallelism()])].sort((a, b) => a - b)) {
-		const pool = await UseLitePool.load(spec, { size, backend: 'wasm' });
-		await measure(pool, 'wasm', size, [1, 32], seconds);
-		pool.dispose();
+		encoders.push({ encoder: await UseLitePool.load(spec, { size, backend: 'wasm' }), backend: 'wasm', workers: size, budget: seconds });
 	}
+	const runs = encoders.flatMap((e) => [1, 32].map((batch) => ({ ...e, batch, sentences: 0, ms: 0 })));
+	for (const run of runs) await run.encoder.embed(slice(run.batch)); // warm-up
+	// Each row a third of its time in each round, in turn: a change in this machine's load falls on every row alike.
+	const ROUNDS = 3;
+	for (let round = 0; round < ROUNDS; round++) {
+		for (const run of runs) {
+			const started = performance.now();
+			do {
+				await run.encoder.embed(slice(run.batch));
+				run.sentences += run.batch;
+			} while (performance.now() - started < (run.budget * 1000) / ROUNDS);
+			run.ms += performance.now() - started;
+		}
+	}
+	for (const { encoder } of encoders) encoder.dispose();
+	const results: TextRow[] = runs.map((run) => ({
+		inputType: 'text',
+		backbone: USE_LITE_ID,
+		backend: run.backend,
+		workers: run.workers,
+		batch: run.batch,
+		sentencesPerSecond: run.sentences / (run.ms / 1000),
+		ratioToBaseline: NaN,
+	}));
 	const baseline = results.find((r) => r.backend === 'wasm' && r.workers === 0 && r.batch === 32)!.sentencesPerSecond;
 	for (const row of results) {
 		row.ratioToBaseline = row.sentencesPerSecond / baseline;
