@@ -2,7 +2,8 @@
  * One Universal Sentence Encoder Lite in a worker thread of UseLitePool, so that tokenising and
  * inference (seconds of synchronous wasm per batch) never hold n8n's event loop. TF.js's threaded
  * wasm build cannot start in Node (it spawns its workers from blob URLs), so parallelism comes from
- * one single-threaded instance per thread.
+ * one single-threaded instance per thread. tfjs-node, a native addon, may not load in a worker
+ * (tensorflow/tfjs#8388): the backend then falls back as it would on the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { TextBackboneSpec } from '../catalog';
