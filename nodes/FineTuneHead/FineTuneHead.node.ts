@@ -18,7 +18,7 @@ import {
 	type TrainingOptions,
 } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
-import { errorItem, failedItem, gatherFeatures, loadExtractor, readBackboneSpec, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
+import { errorItem, failedItem, gatherFeatures, loadExtractor, readBackboneSpec, readEachItem, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
 import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 
@@ -47,7 +47,7 @@ export class FineTuneHead implements INodeType {
 			const inputType = this.getNodeParameter('inputType', 0) as 'image' | 'text' | 'features';
 			const modelName = ModelStore.checkName((this.getNodeParameter('modelName', 0) as string).trim());
 
-			const labels = everyItem.map((i) => {
+			const labels = await readEachItem(everyItem, (i) => {
 				const raw = this.getNodeParameter('label', i, '') as unknown;
 				const label = typeof raw === 'number' || typeof raw === 'boolean' ? String(raw) : typeof raw === 'string' ? raw.trim() : '';
 				const problem = label ? labelProblem(label) : undefined;
