@@ -5,10 +5,15 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import axios, { type AxiosInstance } from 'axios';
+
+// A fresh connection per request to n8n: a kept-alive socket that n8n closes as idle just as a
+// request reuses it fails with ECONNRESET, which its event loop, busy with a model, makes likelier.
+axios.defaults.httpAgent = new http.Agent({ keepAlive: false });
 
 const run = promisify(execFile);
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
