@@ -1,0 +1,207 @@
+/**
+ * Full-batch multinomial logistic regression (a linear softmax head) solved with L-BFGS. The
+ * problem is convex and, with a few thousand rows, small: every step sees all the data, so no
+ * learning rate, batch size or epoch count has to be guessed, and the answer depends on the data
+ * and the regularisation only. Written out here (about a hundred lines) because no maintained npm
+ * package offers L-BFGS on typed arrays without pulling in a numerics framework.
+ */
+
+/** The rows a fit sees: standardised features, one after another, with their class and weight. */
+export interface SoftmaxProblem {
+	/** Row-major [rows, inputs]. */
+	x: Float32Array;
+	inputs: number;
+	classes: number;
+	target: Int32Array;
+	/** Each row's weight, summing to 1: the loss is the weighted mean cross-entropy. */
+	weight: Float64Array;
+}
+
+/** Weights as L-BFGS sees them: the kernel transposed ([classes, inputs]), then the biases. */
+export type SoftmaxParameters = Float64Array;
+
+export const parameterCount = (p: Pick<SoftmaxProblem, 'inputs' | 'classes'>) => p.classes * (p.inputs + 1);
+
+/**
+ * Weighted cross-entropy plus `l2 / 2` times the squared kernel (biases are not penalised), and its
+ * gradient into `gradient`. Each row is read once: its logits and its share of the gradient are
+ * computed while it is in cache.
+ */
+export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParameters, gradient: Float64Array): number {
+	const { x, inputs: d, classes: k, target, weight } = problem;
+	const n = target.length;
+	const biasAt = k * d;
+	gradient.fill(0);
+	const z = new Float64Array(k);
+	let loss = 0;
+	for (let r = 0; r < n; r++) {
+		const row = r * d;
+		logitsOf(x, row, d, k, w, z);
+		let max = -Infinity;
+		for (let c = 0; c < k; c++) max = Math.max(max, z[c]);
+		let sum = 0;
+		for (let c = 0; c < k; c++) sum += z[c] = Math.exp(z[c] - max);
+		const y = target[r];
+		const wr = weight[r];
+		loss -= wr * Math.log(Math.max(z[y] / sum, 1e-300));
+		for (let c = 0; c < k; c++) {
+			z[c] = wr * (z[c] / sum - (c === y ? 1 : 0));
+			gradient[biasAt + c] += z[c];
+		}
+		// Four classes per pass over the row: each feature is loaded once for four updates.
+		let c = 0;
+		for (; c + 4 <= k; c += 4) {
+			const g0 = z[c];
+			const g1 = z[c + 1];
+			const g2 = z[c + 2];
+			const g3 = z[c + 3];
+			const a = c * d;
+			for (let j = 0; j < d; j++) {
+				const xj = x[row + j];
+				gradient[a + j] += g0 * xj;
+				gradient[a + d + j] += g1 * xj;
+				gradient[a + 2 * d + j] += g2 * xj;
+				gradient[a + 3 * d + j] += g3 * xj;
+			}
+		}
+		for (; c < k; c++) {
+			const g = z[c];
+			const a = c * d;
+			for (let j = 0; j < d; j++) gradient[a + j] += g * x[row + j];
+		}
+	}
+	let squares = 0;
+	for (let j = 0; j < biasAt; j++) {
+		squares += w[j] * w[j];
+		gradient[j] += l2 * w[j];
+	}
+	return loss + (l2 / 2) * squares;
+}
+
+/** `out[c] = bias[c] + w[c]·x[row..row+d]`, four classes per pass over the row. */
+function logitsOf(x: Float32Array, row: number, d: number, k: number, w: Float64Array, out: Float64Array): void {
+	let c = 0;
+	for (; c + 4 <= k; c += 4) {
+		const a = c * d;
+		let s0 = 0;
+		let s1 = 0;
+		let s2 = 0;
+		let s3 = 0;
+		for (let j = 0; j < d; j++) {
+			const xj = x[row + j];
+			s0 += w[a + j] * xj;
+			s1 += w[a + d + j] * xj;
+			s2 += w[a + 2 * d + j] * xj;
+			s3 += w[a + 3 * d + j] * xj;
+		}
+		out[c] = s0 + w[k * d + c];
+		out[c + 1] = s1 + w[k * d + c + 1];
+		out[c + 2] = s2 + w[k * d + c + 2];
+		out[c + 3] = s3 + w[k * d + c + 3];
+	}
+	for (; c < k; c++) {
+		const a = c * d;
+		let s = 0;
+		for (let j = 0; j < d; j++) s += w[a + j] * x[row + j];
+		out[c] = s + w[k * d + c];
+	}
+}
+
+/** Logits of row `r` under `w`, into `out`. */
+export function softmaxLogits(problem: Pick<SoftmaxProblem, 'x' | 'inputs' | 'classes'>, w: SoftmaxParameters, r: number, out: Float64Array): Float64Array {
+	logitsOf(problem.x, r * problem.inputs, problem.inputs, problem.classes, w, out);
+	return out;
+}
+
+export interface LbfgsOptions {
+	maxIterations: number;
+	/** Stop once the largest gradient component is under this. */
+	gradientTolerance: number;
+	/** Called after each iteration with the objective. */
+	onIteration?: (iteration: number, loss: number) => void;
+}
+
+const MEMORY = 10;
+
+/**
+ * Minimises `objective` from `w` (updated in place) with L-BFGS and a backtracking line search
+ * (Armijo). Returns the iterations taken and the final objective. Deterministic: no randomness.
+ */
+export function lbfgs(objective: (w: Float64Array, gradient: Float64Array) => number, w: Float64Array, options: LbfgsOptions): { iterations: number; loss: number } {
+	const size = w.length;
+	let gradient = new Float64Array(size);
+	let loss = objective(w, gradient);
+	const steps: Float64Array[] = [];
+	const changes: Float64Array[] = [];
+	const rhos: number[] = [];
+	const direction = new Float64Array(size);
+	const alphas = new Float64Array(MEMORY);
+	const trial = new Float64Array(size);
+	let trialGradient = new Float64Array(size);
+	let iteration = 0;
+	while (iteration < options.maxIterations && maxAbs(gradient) > options.gradientTolerance) {
+		// Two-loop recursion: direction = -H·gradient.
+		for (let j = 0; j < size; j++) direction[j] = -gradient[j];
+		for (let m = steps.length - 1; m >= 0; m--) {
+			alphas[m] = rhos[m] * dot(steps[m], direction);
+			axpy(-alphas[m], changes[m], direction);
+		}
+		const last = steps.length - 1;
+		const scale = last >= 0 ? 1 / (rhos[last] * dot(changes[last], changes[last])) : 1 / Math.max(1, Math.sqrt(dot(gradient, gradient)));
+		for (let j = 0; j < size; j++) direction[j] *= scale;
+		for (let m = 0; m < steps.length; m++) axpy(alphas[m] - rhos[m] * dot(changes[m], direction), steps[m], direction);
+		let slope = dot(gradient, direction);
+		if (slope >= 0) {
+			// Not a descent direction (rounding on a flat stretch): restart from steepest descent.
+			steps.length = changes.length = rhos.length = 0;
+			for (let j = 0; j < size; j++) direction[j] = -gradient[j] / Math.max(1, Math.sqrt(dot(gradient, gradient)));
+			slope = dot(gradient, direction);
+		}
+		let step = 1;
+		let trialLoss = Infinity;
+		for (let tries = 0; tries < 30; tries++, step /= 2) {
+			for (let j = 0; j < size; j++) trial[j] = w[j] + step * direction[j];
+			trialLoss = objective(trial, trialGradient);
+			if (trialLoss <= loss + 1e-4 * step * slope) break;
+		}
+		if (!(trialLoss < loss)) break;
+		const s = new Float64Array(size);
+		const y = new Float64Array(size);
+		for (let j = 0; j < size; j++) {
+			s[j] = trial[j] - w[j];
+			y[j] = trialGradient[j] - gradient[j];
+		}
+		const curvature = dot(s, y);
+		// A pair without positive curvature would make the approximation indefinite.
+		if (curvature > 1e-12) {
+			if (steps.length === MEMORY) steps.shift(), changes.shift(), rhos.shift();
+			steps.push(s);
+			changes.push(y);
+			rhos.push(1 / curvature);
+		}
+		w.set(trial);
+		[gradient, trialGradient] = [trialGradient, gradient];
+		const decrease = loss - trialLoss;
+		loss = trialLoss;
+		iteration++;
+		options.onIteration?.(iteration, loss);
+		if (decrease < 1e-10 * Math.max(1, Math.abs(loss))) break;
+	}
+	return { iterations: iteration, loss };
+}
+
+function dot(a: Float64Array, b: Float64Array): number {
+	let s = 0;
+	for (let j = 0; j < a.length; j++) s += a[j] * b[j];
+	return s;
+}
+
+function axpy(alpha: number, x: Float64Array, y: Float64Array): void {
+	for (let j = 0; j < x.length; j++) y[j] += alpha * x[j];
+}
+
+function maxAbs(a: Float64Array): number {
+	let m = 0;
+	for (let j = 0; j < a.length; j++) m = Math.max(m, Math.abs(a[j]));
+	return m;
+}
