@@ -31,14 +31,16 @@ async function evaluate(dataset: string, backbone: string) {
 }
 
 /**
- * Thresholds on the mean of the seeds, about 2.5 standard deviations of a single run under the
- * mean of 10 seeds (42-51) measured with `npm run eval -- --seeds 10`:
- * flowers5/v1 0.25 0.806 (sd 0.014), cats_vs_dogs/v1 0.25 0.935 (sd 0.017), flowers5/v1 0.75 0.823 (sd 0.016).
+ * Thresholds on the mean of the seeds, well under the means of 5 seeds (42-46) measured with
+ * `npm run eval -- --seeds 5` and the full-batch solver: flowers5/v1 0.25 0.805 (sd 0.004),
+ * cats_vs_dogs/v1 0.25 0.950 (sd 0), flowers5/v1 0.75 0.875 (sd 0). The solver's answer moves
+ * only when another validation split makes it choose another strength; the mini-batch trainer's
+ * single runs had a standard deviation of 0.014-0.017, which the margins also cover.
  */
 const targets: [string, string, number][] = [
 	['flowers5', 'mobilenet_v1_0.25_224', 0.77],
-	['cats_vs_dogs', 'mobilenet_v1_0.25_224', 0.89],
-	['flowers5', 'mobilenet_v1_0.75_224', 0.78],
+	['cats_vs_dogs', 'mobilenet_v1_0.25_224', 0.92],
+	['flowers5', 'mobilenet_v1_0.75_224', 0.84],
 ];
 
 for (const [dataset, backbone, target] of targets) {
