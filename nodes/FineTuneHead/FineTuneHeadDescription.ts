@@ -61,6 +61,14 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 			placeholder: 'Add Option',
 			default: {},
 			options: [
+				{
+					displayName: 'Augmentation',
+					name: 'augmentation',
+					type: 'boolean',
+					default: false,
+					description:
+						"Whether to also train on each image's mirror image and four zoomed corner crops (images only). Each image then goes through the backbone 6 times, so feature extraction takes about 6 times as long. Pairs with Classify's Test-Time Averaging.",
+				},
 				backendOption,
 				batchSizeOption,
 				{ displayName: 'L2-Normalise Features', name: 'l2Normalize', type: 'boolean', default: false, description: 'Whether to scale feature vectors to length 1 before training (Classify does the same). Features Extract Features normalised count as normalised.' },
