@@ -12,10 +12,10 @@ const SEEDS = 3;
  * checks parse): train on `train`, score on `test`, with the mirror's real backbones, averaged
  * over several seeds: one run moves by an image or two with the seed.
  */
-async function evaluate(dataset: string, backbone: string) {
+async function evaluate(dataset: string, backbone: string, more: string[] = []) {
 	const { stdout } = await promisify(execFile)(
 		process.execPath,
-		[path.join(REPO_ROOT, 'dist', 'scripts', 'eval.js'), '--data', path.join(DATASETS_DIR, dataset), '--backbone', backbone, '--seeds', String(SEEDS), '--json'],
+		[path.join(REPO_ROOT, 'dist', 'scripts', 'eval.js'), '--data', path.join(DATASETS_DIR, dataset), '--backbone', backbone, '--seeds', String(SEEDS), '--json', ...more],
 		{ env: process.env, maxBuffer: 1 << 20 },
 	);
 	const last = stdout.trim().split('\n').pop()!;
@@ -23,8 +23,11 @@ async function evaluate(dataset: string, backbone: string) {
 		accuracy: number;
 		macroF1: number;
 		accuracySpread: { min: number; max: number; std: number };
-		runs: { seed: number; accuracy: number }[];
+		runs: { seed: number; accuracy: number; trainCount: number }[];
 		backbone: string;
+		backend: string;
+		precision: string;
+		perClass?: number;
 		trainCount: number;
 		testCount: number;
 	};
@@ -55,3 +58,15 @@ for (const [dataset, backbone, target] of targets) {
 		assert.ok(result.accuracy >= target, `mean accuracy ${result.accuracy} < ${target}`);
 	});
 }
+
+test('--per-class N trains each seed on N images of each class of an image dataset', async () => {
+	const result = await evaluate('cats_vs_dogs', 'mobilenet_v1_0.25_224', ['--per-class', '5']);
+	assert.equal(result.perClass, 5);
+	assert.deepEqual(result.runs.map((r) => r.trainCount), new Array(SEEDS).fill(10));
+	assert.equal(result.trainCount, 10);
+	assert.equal(result.testCount, 60, 'the whole test split is scored');
+	assert.ok(['onnxruntime', 'wasm', 'cpu', 'tensorflow'].includes(result.backend));
+	assert.equal(result.precision, 'float32');
+	// Ten photos still tell cats from dogs far better than chance.
+	assert.ok(result.accuracy > 0.7, `accuracy ${result.accuracy}`);
+});
