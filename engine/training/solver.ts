@@ -24,50 +24,68 @@ export const parameterCount = (p: Pick<SoftmaxProblem, 'inputs' | 'classes'>) =>
 
 /**
  * Weighted cross-entropy plus `l2 / 2` times the squared kernel (biases are not penalised), and its
- * gradient into `gradient`. Each row is read once: its logits and its share of the gradient are
- * computed while it is in cache.
+ * gradient into `gradient`. Rows go four at a time: each weight is loaded once for four products,
+ * and each gradient entry updated once for four rows, which is what bounds a loop like this in JS.
  */
 export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParameters, gradient: Float64Array): number {
 	const { x, inputs: d, classes: k, target, weight } = problem;
 	const n = target.length;
 	const biasAt = k * d;
 	gradient.fill(0);
-	const z = new Float64Array(k);
+	// Logits, then the loss's derivative by them, of the block's four rows: [row, class].
+	const z = new Float64Array(4 * k);
 	let loss = 0;
-	for (let r = 0; r < n; r++) {
-		const row = r * d;
-		logitsOf(x, row, d, k, w, z);
-		let max = -Infinity;
-		for (let c = 0; c < k; c++) max = Math.max(max, z[c]);
-		let sum = 0;
-		for (let c = 0; c < k; c++) sum += z[c] = Math.exp(z[c] - max);
-		const y = target[r];
-		const wr = weight[r];
-		loss -= wr * Math.log(Math.max(z[y] / sum, 1e-300));
+	for (let r = 0; r < n; r += 4) {
+		const rows = Math.min(4, n - r);
+		// Past the last row the block repeats it; its derivative is set to 0 below.
+		const x0 = r * d;
+		const x1 = Math.min(r + 1, n - 1) * d;
+		const x2 = Math.min(r + 2, n - 1) * d;
+		const x3 = Math.min(r + 3, n - 1) * d;
 		for (let c = 0; c < k; c++) {
-			z[c] = wr * (z[c] / sum - (c === y ? 1 : 0));
-			gradient[biasAt + c] += z[c];
-		}
-		// Four classes per pass over the row: each feature is loaded once for four updates.
-		let c = 0;
-		for (; c + 4 <= k; c += 4) {
-			const g0 = z[c];
-			const g1 = z[c + 1];
-			const g2 = z[c + 2];
-			const g3 = z[c + 3];
 			const a = c * d;
+			let s0 = 0;
+			let s1 = 0;
+			let s2 = 0;
+			let s3 = 0;
 			for (let j = 0; j < d; j++) {
-				const xj = x[row + j];
-				gradient[a + j] += g0 * xj;
-				gradient[a + d + j] += g1 * xj;
-				gradient[a + 2 * d + j] += g2 * xj;
-				gradient[a + 3 * d + j] += g3 * xj;
+				const wj = w[a + j];
+				s0 += wj * x[x0 + j];
+				s1 += wj * x[x1 + j];
+				s2 += wj * x[x2 + j];
+				s3 += wj * x[x3 + j];
+			}
+			const b = w[biasAt + c];
+			z[c] = s0 + b;
+			z[k + c] = s1 + b;
+			z[2 * k + c] = s2 + b;
+			z[3 * k + c] = s3 + b;
+		}
+		for (let q = 0; q < 4; q++) {
+			const at = q * k;
+			if (q >= rows) {
+				z.fill(0, at, at + k);
+				continue;
+			}
+			let max = -Infinity;
+			for (let c = 0; c < k; c++) max = Math.max(max, z[at + c]);
+			let sum = 0;
+			for (let c = 0; c < k; c++) sum += z[at + c] = Math.exp(z[at + c] - max);
+			const y = target[r + q];
+			const wr = weight[r + q];
+			loss -= wr * Math.log(Math.max(z[at + y] / sum, 1e-300));
+			for (let c = 0; c < k; c++) {
+				z[at + c] = wr * (z[at + c] / sum - (c === y ? 1 : 0));
+				gradient[biasAt + c] += z[at + c];
 			}
 		}
-		for (; c < k; c++) {
-			const g = z[c];
+		for (let c = 0; c < k; c++) {
 			const a = c * d;
-			for (let j = 0; j < d; j++) gradient[a + j] += g * x[row + j];
+			const d0 = z[c];
+			const d1 = z[k + c];
+			const d2 = z[2 * k + c];
+			const d3 = z[3 * k + c];
+			for (let j = 0; j < d; j++) gradient[a + j] += d0 * x[x0 + j] + d1 * x[x1 + j] + d2 * x[x2 + j] + d3 * x[x3 + j];
 		}
 	}
 	let squares = 0;
