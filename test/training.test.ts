@@ -279,6 +279,10 @@ test('the full-batch solver is deterministic per seed and picks the candidate wi
 	// Another seed holds out other examples: the figures it chose on differ.
 	const other = await trainHead(features, labels, { seed: 4 });
 	assert.notDeepEqual(other.history.map((h) => h.validationLoss), first.history.map((h) => h.validationLoss));
+	// Unit-length vectors already: scaling them to unit length again would repeat every candidate.
+	const unit = features.map((f) => f.map((v) => v / Math.hypot(...f)));
+	const normalised = await trainHead(unit, labels, { seed: 3 });
+	assert.deepEqual(normalised.solver.method === 'lbfgs' && normalised.solver.candidates.map((c) => c.l2Normalize), [false, false, false]);
 });
 
 test('the full-batch solver chooses on validation: heavy label noise calls for the strongest regularisation', async () => {

@@ -51,9 +51,12 @@ export function fitFullBatch(
 	const history: EpochRecord[] = [];
 	let chosen = { ...DEFAULT_CHOICE, weights: undefined as Float64Array | undefined, metrics: undefined as Metrics | undefined };
 	if (validation.length) {
-		const total = L2_GRID.length * 2;
+		// Vectors of unit length already (L2-normalised upstream, or by their encoder) would give the
+		// same candidates twice.
+		const scalings = features.every((f) => Math.abs(lengthOf(f) - 1) < 1e-3) ? [false] : [false, true];
+		const total = L2_GRID.length * scalings.length;
 		let best = Infinity;
-		for (const l2Normalize of [false, true]) {
+		for (const l2Normalize of scalings) {
 			const fitRows = inputsOf(features, target, trainRows, views, l2Normalize);
 			const scaling = scalingOf(fitRows.vectors);
 			const problem = problemOf(fitRows, scaling, k, options);
@@ -127,10 +130,14 @@ function inputsOf(features: Float32Array[], target: number[], rows: number[], vi
 	return { vectors, target: labels };
 }
 
-function unitLength(v: Float32Array): Float32Array {
+function lengthOf(v: Float32Array): number {
 	let sum = 0;
 	for (const x of v) sum += x * x;
-	const norm = Math.sqrt(sum) || 1;
+	return Math.sqrt(sum);
+}
+
+function unitLength(v: Float32Array): Float32Array {
+	const norm = lengthOf(v) || 1;
 	return v.map((x) => x / norm);
 }
 
