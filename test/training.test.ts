@@ -201,20 +201,23 @@ test('an onProgress that throws rejects the training instead of crashing the pro
 });
 
 /** A softmax problem on blobs, rows weighted equally. */
-function softmaxProblem(seed: number): SoftmaxProblem {
-	const { features, labels } = blobs({ a: 40, b: 40, c: 40 }, 6, seed, 1.2, 1);
-	const classes = ['a', 'b', 'c'];
+function softmaxProblem(seed: number, counts: Record<string, number> = { a: 40, b: 40, c: 40 }): SoftmaxProblem {
+	const { features, labels } = blobs(counts, 6, seed, 1.2, 1);
+	const classes = Object.keys(counts).sort();
 	return {
 		x: Float32Array.from(features.flatMap((f) => Array.from(f))),
 		inputs: 6,
-		classes: 3,
+		classes: classes.length,
 		target: Int32Array.from(labels.map((l) => classes.indexOf(l))),
 		weight: new Float64Array(labels.length).fill(1 / labels.length),
 	};
 }
 
-test('the softmax loss gradient is the derivative of the loss', () => {
-	const problem = softmaxProblem(11);
+test('the softmax loss gradient is the derivative of the loss, with odd and even class counts and a partial last block of rows', () => {
+	for (const problem of [softmaxProblem(11), softmaxProblem(12, { a: 10, b: 11, c: 9, d: 13 })]) checkGradient(problem);
+});
+
+function checkGradient(problem: SoftmaxProblem): void {
 	const random = seededRandom(3);
 	const w = Float64Array.from({ length: parameterCount(problem) }, () => random() - 0.5);
 	const gradient = new Float64Array(w.length);
@@ -227,9 +230,9 @@ test('the softmax loss gradient is the derivative of the loss', () => {
 		plus[j] += h;
 		minus[j] -= h;
 		const numeric = (softmaxLoss(problem, 0.05, plus, scratch) - softmaxLoss(problem, 0.05, minus, scratch)) / (2 * h);
-		assert.ok(Math.abs(numeric - gradient[j]) < 1e-6, `parameter ${j}: analytic ${gradient[j]}, numeric ${numeric}`);
+		assert.ok(Math.abs(numeric - gradient[j]) < 1e-6, `${problem.classes} classes, parameter ${j}: analytic ${gradient[j]}, numeric ${numeric}`);
 	}
-});
+}
 
 test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below a long gradient descent', () => {
 	const rosenbrock = (w: Float64Array, g: Float64Array) => {
