@@ -17,9 +17,14 @@ export interface ClassifyOptions {
 }
 
 export function classify(head: Head, features: Float32Array[], options: ClassifyOptions = {}): Prediction[] {
+	return predictionsOf(head, predictHead(head, features), options);
+}
+
+/** Predictions from class probabilities in the head's label order. */
+export function predictionsOf(head: Head, probabilitiesPerItem: Float32Array[], options: ClassifyOptions = {}): Prediction[] {
 	const topK = Math.max(1, Math.min(options.topK ?? 3, head.labels.length));
 	const threshold = options.threshold ?? 0;
-	return predictHead(head, features).map((probabilities) => {
+	return probabilitiesPerItem.map((probabilities) => {
 		const best = argMax(probabilities);
 		const confidence = probabilities[best];
 		const scores = head.labels

@@ -23,6 +23,13 @@ export interface TrainingOptions {
 	/** `balanced` weighs each class inversely to its count, so a rare class still counts. */
 	classWeights: 'balanced' | 'none';
 	seed: number;
+	/**
+	 * `auto`: a head without a hidden layer is fitted full-batch (L-BFGS, L2 strength and input
+	 * scaling chosen on the validation split) up to FULL_BATCH_MAX_ROWS rows, where epochs, batch
+	 * size, learning rate, dropout and patience do not apply; anything else trains with mini-batch
+	 * Adam. `miniBatch` always trains with mini-batch Adam.
+	 */
+	solver: 'auto' | 'miniBatch';
 }
 
 export const DEFAULT_TRAINING: TrainingOptions = {
@@ -35,7 +42,11 @@ export const DEFAULT_TRAINING: TrainingOptions = {
 	patience: 10,
 	classWeights: 'balanced',
 	seed: 42,
+	solver: 'auto',
 };
+
+/** Above this many rows (examples and their views), every head trains in mini-batches. */
+export const FULL_BATCH_MAX_ROWS = 10_000;
 
 const MIN_EXAMPLES_PER_CLASS = 2;
 
@@ -54,6 +65,8 @@ export interface Head {
 	mean: Float32Array;
 	std: Float32Array;
 	layers: DenseLayer[];
+	/** Whether each vector is scaled to length 1 before the standardisation (the full-batch solver may choose it). */
+	l2Normalize?: boolean;
 }
 
 export interface EpochRecord {
@@ -63,9 +76,28 @@ export interface EpochRecord {
 	accuracy: number;
 	validationLoss?: number;
 	validationAccuracy?: number;
+	/** Full-batch solver: a record per candidate of the grid, these its L2 strength and input scaling. */
+	l2?: number;
+	l2Normalize?: boolean;
 }
 
-/** One epoch of training: `search` picks the epoch count on the validation split, `final` trains the saved head on every example. */
+/** How the head was fitted, and for the full-batch solver what it chose and from what. */
+export type SolverReport =
+	| { method: 'miniBatchAdam' }
+	| {
+			method: 'lbfgs';
+			l2: number;
+			l2Normalize: boolean;
+			chosenBy: 'validation' | 'default';
+			/** Each was fitted on the training split and scored on the validation split; the lowest validation loss wins. */
+			candidates: { l2: number; l2Normalize: boolean; iterations: number; validationLoss: number; validationAccuracy: number }[];
+	  };
+
+/**
+ * One epoch of training: `search` picks the epoch count on the validation split, `final` trains the
+ * saved head on every example. For the full-batch solver a `search` record is one candidate of the
+ * grid (`epoch` counts them) and a `final` one an L-BFGS iteration (its accuracy is NaN: not measured).
+ */
 export interface TrainingProgress extends EpochRecord {
 	phase: 'search' | 'final';
 	/** This phase's upper bound (early stopping may end `search` sooner). */
@@ -81,7 +113,10 @@ export interface TrainingResult {
 	 */
 	metrics: Metrics;
 	evaluatedOn: 'validation' | 'training';
-	/** Every epoch of the validation-split fit, the one that triggered early stopping included. */
+	/**
+	 * Every epoch of the validation-split fit, the one that triggered early stopping included; for
+	 * the full-batch solver, every candidate of the grid, and `bestEpoch` the chosen one's number.
+	 */
 	history: EpochRecord[];
 	bestEpoch: number;
 	examplesPerClass: Record<string, number>;
@@ -90,8 +125,12 @@ export interface TrainingResult {
 	validationCount: number;
 	/** Examples the saved head was trained on: all of them. */
 	finalTrainCount: number;
+	/** Epochs, or L-BFGS iterations for the full-batch solver, of the saved head's training. */
 	finalEpochs: number;
 	options: TrainingOptions;
+	solver: SolverReport;
+	/** Extra views per example the head also learned from (augmentation); 0 without. */
+	viewsPerExample: number;
 }
 
 function validateTrainingOptions(options: TrainingOptions): void {
@@ -107,26 +146,39 @@ function validateTrainingOptions(options: TrainingOptions): void {
 	check(Number.isInteger(options.patience) && options.patience >= 1, `"patience" must be a whole number of at least 1, got ${options.patience}`);
 	check(options.classWeights === 'balanced' || options.classWeights === 'none', `"class weights" must be balanced or none`);
 	check(Number.isInteger(options.seed), `"seed" must be a whole number, got ${options.seed}`);
+	check(options.solver === 'auto' || options.solver === 'miniBatch', `"solver" must be auto or miniBatch`);
 }
 
 /**
  * Trains a softmax head on feature vectors in a worker thread: the training holds a CPU core for
  * seconds, and on n8n's event loop it would hold up every webhook meanwhile. `onProgress` hears of
- * each epoch.
+ * each epoch. `views[i]`, when given, are more feature vectors of example i (the same image
+ * flipped or cropped): the head learns them with its label, and they stay on its side of the
+ * validation split.
  */
 export async function trainHead(
 	features: Float32Array[],
 	labels: string[],
 	partial: Partial<TrainingOptions> = {},
 	onProgress?: (progress: TrainingProgress) => void,
+	views?: Float32Array[][],
 ): Promise<TrainingResult> {
 	const options: TrainingOptions = { ...DEFAULT_TRAINING, ...partial };
 	validateTrainingOptions(options);
 	const classes = checkExamples(features, labels);
 	const featureSize = features[0].length;
-	const flat = new Float32Array(features.length * featureSize);
+	if (views && views.length !== features.length) throw new Error('views and features differ in length');
+	const viewsPerExample = views?.[0]?.length ?? 0;
+	views?.forEach((list, i) => {
+		if (list.length !== viewsPerExample) throw new Error(`example ${i} has ${list.length} views, the first has ${viewsPerExample}`);
+		for (const v of list) {
+			if (v.length !== featureSize || !v.every(Number.isFinite)) throw new TransferLearningError(`A view of example ${i} has ${v.length} features that are not all finite numbers, the examples have ${featureSize}`);
+		}
+	});
+	const flat = new Float32Array(features.length * (1 + viewsPerExample) * featureSize);
 	features.forEach((f, i) => flat.set(f, i * featureSize));
-	const request: TrainRequest = { features: flat, featureSize, labels, classes, options };
+	views?.forEach((list, i) => list.forEach((v, j) => flat.set(v, (features.length + i * viewsPerExample + j) * featureSize)));
+	const request: TrainRequest = { features: flat, featureSize, labels, classes, options, viewsPerExample };
 	const releaseSlot = await trainingSlot();
 	// Compiled beside this file in dist/, wherever n8n's installer put the package.
 	const worker = new Worker(path.join(__dirname, 'training', 'worker.js'));
@@ -190,7 +242,8 @@ export function predictHead(head: Head, features: Float32Array[]): Float32Array[
 	// A head is one or two small dense layers: a loop over the weights costs less than TF.js's
 	// dispatch and needs no initialised backend (the backbone may run on ONNX Runtime).
 	return features.map((f) => {
-		let x: Float64Array = Float64Array.from(f, (v, j) => (v - head.mean[j]) / head.std[j]);
+		const norm = head.l2Normalize ? Math.sqrt(f.reduce((sum, v) => sum + v * v, 0)) || 1 : 1;
+		let x: Float64Array = Float64Array.from(f, (v, j) => (v / norm - head.mean[j]) / head.std[j]);
 		for (const layer of head.layers) {
 			const out = Float64Array.from(layer.bias);
 			for (let i = 0; i < x.length; i++) {

@@ -9,7 +9,7 @@
  */
 import type { BackboneSpec } from './catalog';
 import type { TrainingResult } from './head';
-import type { ResizeMode } from './image';
+import { IMAGE_VIEWS, type ResizeMode } from './image';
 import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type TrainedModel } from './model';
 import type { ModelStore } from './store';
 import { version as packageVersion } from '../package.json';
@@ -22,7 +22,7 @@ export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type Mo
 export { TransferLearningError, errorMessage, redactPaths } from './errors';
 export { extractFeatures, l2Normalize, loadBackbone } from './features';
 export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingProgress, type TrainingResult, type Head } from './head';
-export { decodeImage, type ResizeMode } from './image';
+export { decodeImage, IMAGE_VIEWS, type ResizeMode } from './image';
 export { LruCache } from './lru';
 export { computeMetrics, type Metrics } from './metrics';
 export {
@@ -40,6 +40,7 @@ export {
 	type TrainedModel,
 } from './model';
 export type { LocalFileAccess } from './paths';
+export { classifyViews, extractViewFeatures } from './views';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice } from './settings';
 export { embedTexts, loadTextEncoder, SharedTextEncoder, type TextEncoder, type TextLoadOptions } from './text/encoder';
@@ -63,7 +64,8 @@ export async function saveTrainedModel(
 			packageVersion,
 			backbone,
 			...(preprocessing.resizeMode ? { resizeMode: preprocessing.resizeMode } : {}),
-			l2Normalize: preprocessing.l2Normalize,
+			// The solver may have chosen unit-length inputs; Classify then normalises too.
+			l2Normalize: preprocessing.l2Normalize || (trained.head.l2Normalize ?? false),
 			labels: trained.head.labels,
 			featureSize: trained.head.featureSize,
 			metrics: trained.metrics,
@@ -76,6 +78,8 @@ export async function saveTrainedModel(
 			validationCount: trained.validationCount,
 			finalTrainCount: trained.finalTrainCount,
 			finalEpochs: trained.finalEpochs,
+			solver: trained.solver,
+			...(trained.viewsPerExample ? { augmentation: { views: [...IMAGE_VIEWS] } } : {}),
 		},
 		head: trained.head,
 	});

@@ -13,8 +13,8 @@ import {
 import { UNKNOWN_LABEL } from './classifier';
 import { hubTextSpecProblem } from './text/hf-catalog';
 import { TransferLearningError } from './errors';
-import type { EpochRecord, Head, TrainingOptions } from './head';
-import type { ResizeMode } from './image';
+import type { EpochRecord, Head, SolverReport, TrainingOptions } from './head';
+import { IMAGE_VIEWS, type ImageView, type ResizeMode } from './image';
 import type { Metrics } from './metrics';
 
 export const MODEL_FORMAT = 'n8n-transfer-learning-model';
@@ -54,6 +54,10 @@ export interface ModelManifest {
 	/** Examples and epochs of the saved head's own training; absent from manifests written before they were recorded. */
 	finalTrainCount?: number;
 	finalEpochs?: number;
+	/** How the head was fitted; absent from manifests written before the full-batch solver. */
+	solver?: SolverReport;
+	/** Images only, when the head also learned from these views of each training image. */
+	augmentation?: { views: ImageView[] };
 	head: HeadLayout;
 }
 
@@ -242,6 +246,8 @@ const manifestSchema = z
 		validationCount: whole(0, Number.MAX_SAFE_INTEGER),
 		finalTrainCount: whole(0, Number.MAX_SAFE_INTEGER).optional(),
 		finalEpochs: whole(0, Number.MAX_SAFE_INTEGER).optional(),
+		solver: z.record(z.unknown()).optional(),
+		augmentation: z.object({ views: z.array(z.enum(IMAGE_VIEWS)).max(IMAGE_VIEWS.length) }).optional(),
 		head: z.object({
 			mean: span,
 			std: span,
@@ -393,6 +399,7 @@ export function decodeHead(manifest: ModelManifest, weights: Buffer, origin: Man
 		mean: take(manifest.head.mean),
 		std: take(manifest.head.std),
 		layers: manifest.head.layers.map((l) => ({ units: l.units, activation: l.activation, kernel: take(l.kernel), bias: take(l.bias) })),
+		...(manifest.l2Normalize ? { l2Normalize: true } : {}),
 	};
 }
 

@@ -10,6 +10,7 @@ import { computeMetrics } from '../engine/metrics';
 import { seededRandom } from '../engine/random';
 import type { BackendChoice } from '../engine/settings';
 import { embedTexts, loadTextEncoder } from '../engine/text/encoder';
+import { describeSpread, mean, seedsOf, spread, summarise } from './eval-seeds';
 import { fitTfidf } from './tfidf';
 import { readTextDataset, samplePerClass, type LabelledText } from './text-dataset';
 
@@ -23,9 +24,6 @@ export interface TextEvalArgs {
 	perClass?: string;
 	json?: boolean;
 }
-
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
-const spread = (values: number[]) => ({ min: Math.min(...values), max: Math.max(...values), std: Math.sqrt(mean(values.map((v) => (v - mean(values)) ** 2))) });
 
 export async function evalText(args: TextEvalArgs) {
 	const examples = readTextDataset(args.data);
@@ -50,10 +48,8 @@ export async function evalText(args: TextEvalArgs) {
 		const predicted = predictHead(trained.head, testSet).map(argMax);
 		return { trained, metrics: computeMetrics(classes, test.map((e) => classes.indexOf(e.label)), predicted) };
 	};
-	const firstSeed = Number(args.seed ?? 42);
 	const runs = [];
-	for (let k = 0; k < Number(args.seeds ?? 1); k++) {
-		const seed = firstSeed + k;
+	for (const seed of seedsOf(args)) {
 		const subset = args.perClass ? samplePerClass(train, Number(args.perClass), seededRandom(seed)) : train;
 		const labels = subset.map((e) => e.label);
 		const model = await score(subset.map((e) => vectors.get(e)!), labels, testFeatures, seed);
@@ -62,15 +58,12 @@ export async function evalText(args: TextEvalArgs) {
 		const baseline = await score(subset.map((e) => tfidf(e.text)), labels, test.map((e) => tfidf(e.text)), seed);
 		runs.push({ seed, trainCount: subset.length, accuracy: model.metrics.accuracy, macroF1: model.metrics.macroF1, baselineAccuracy: baseline.metrics.accuracy, bestEpoch: model.trained.bestEpoch });
 	}
-	const accuracies = runs.map((r) => r.accuracy);
 	const result = {
 		dataset: args.data,
 		backbone: encoder.spec.id,
 		backend: encoder.backendName,
-		accuracy: mean(accuracies),
-		macroF1: mean(runs.map((r) => r.macroF1)),
+		...summarise(runs),
 		baselineAccuracy: mean(runs.map((r) => r.baselineAccuracy)),
-		accuracySpread: spread(accuracies),
 		baselineSpread: spread(runs.map((r) => r.baselineAccuracy)),
 		runs,
 		trainCount: runs[0].trainCount,
@@ -79,8 +72,7 @@ export async function evalText(args: TextEvalArgs) {
 		textsPerSecond: (train.length + test.length) / extractSeconds,
 	};
 	if (!args.json) {
-		const { min, max, std } = result.accuracySpread;
-		console.log(`${result.backbone} on ${result.dataset} (${result.backend}): accuracy ${result.accuracy.toFixed(3)} (${runs.length} seeds: min ${min.toFixed(3)}, max ${max.toFixed(3)}, sd ${std.toFixed(3)}), TF-IDF ${result.baselineAccuracy.toFixed(3)}`);
+		console.log(`${result.backbone} on ${result.dataset} (${result.backend}): ${describeSpread(result, runs.length)}, TF-IDF ${result.baselineAccuracy.toFixed(3)}`);
 		console.log(`train ${result.trainCount}, test ${result.testCount}, ${result.textsPerSecond.toFixed(1)} texts/s`);
 	}
 	console.log(JSON.stringify(result));

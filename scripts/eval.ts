@@ -1,20 +1,27 @@
 /**
  * Trains a head on a dataset's `train` split and scores it on its `test` split.
  *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--hidden N] [--seed S] [--seeds N]
+ *     [--per-class N] [--augment] [--tta] [--solver auto|miniBatch]
  * With --seeds N it trains N heads (seeds S, S+1, ...) on features extracted once, and reports the
- * mean and spread: one run's figure moves by an image or two with the seed.
- * With --json the last line printed is one JSON object (other checks parse it).
- * A .csv of texts (`text,label,split`) goes to eval-text.ts, which adds a TF-IDF baseline.
+ * mean and spread: one run's figure moves by an image or two with the seed. --per-class N trains
+ * each seed on another N images per class of the train split. --augment trains on every view of
+ * each training image (IMAGE_VIEWS: flip and corner crops), --tta classifies each test image by
+ * the average over its views. With --json the last line printed is one JSON object (other checks
+ * parse it). A .csv of texts (`text,label,split`) goes to eval-text.ts, which adds a TF-IDF baseline.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { catalogBackbone, DEFAULT_BACKBONE } from '../engine/catalog';
 import { extractFeatures, loadBackbone } from '../engine/features';
-import { argMax, predictHead, trainHead } from '../engine/head';
+import { argMax, predictHead, trainHead, type TrainingOptions } from '../engine/head';
 import { computeMetrics } from '../engine/metrics';
+import { seededRandom } from '../engine/random';
 import type { BackendChoice } from '../engine/settings';
-import { readDataset } from './dataset';
+import { averageProbabilities, extractViewFeatures } from '../engine/views';
+import { readDataset, type LabelledImage } from './dataset';
+import { describeSpread, mean, seedsOf, summarise } from './eval-seeds';
 import { evalText } from './eval-text';
+import { samplePerClass } from './text-dataset';
 
 async function main() {
 	const { values } = parseArgs({
@@ -27,6 +34,9 @@ async function main() {
 			seeds: { type: 'string', default: '1' },
 			json: { type: 'boolean', default: false },
 			'per-class': { type: 'string' },
+			augment: { type: 'boolean', default: false },
+			tta: { type: 'boolean', default: false },
+			solver: { type: 'string', default: 'auto' },
 		},
 	});
 	if (!values.data) throw new Error('usage: npm run eval -- --data DIR|FILE.csv --backbone ID [--json]');
@@ -36,50 +46,79 @@ async function main() {
 	const test = examples.filter((e) => e.split === 'test');
 	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined });
 	const started = Date.now();
-	const featuresOf = async (set: typeof examples) => {
-		const results = await extractFeatures(backbone, set.map((e) => readFileSync(e.file)));
-		return results.map((r, i) => {
+	const must = <T>(set: LabelledImage[], results: (T | Error)[]) =>
+		results.map((r, i) => {
 			if (r instanceof Error) throw new Error(`${set[i].file}: ${r.message}`);
 			return r;
 		});
+	// Every view of a set when it needs them (its first view is the plain image), else the plain image only.
+	const featuresOf = async (set: LabelledImage[], views: boolean): Promise<Float32Array[][]> => {
+		const bytes = set.map((e) => readFileSync(e.file));
+		return views ? must(set, await extractViewFeatures(backbone, bytes)) : must(set, await extractFeatures(backbone, bytes)).map((f) => [f]);
 	};
-	const trainFeatures = await featuresOf(train);
-	const testFeatures = await featuresOf(test);
+	const trainViews = new Map(zip(train, await featuresOf(train, values.augment)));
+	const testViews = await featuresOf(test, values.tta);
 	const extractSeconds = (Date.now() - started) / 1000;
-	const seeds = Array.from({ length: Number(values.seeds) }, (_, i) => Number(values.seed) + i);
+	const viewCount = [...trainViews.values()][0].length * train.length + testViews[0].length * test.length;
+
+	const options: Partial<TrainingOptions> = { hiddenUnits: Number(values.hidden), solver: values.solver as TrainingOptions['solver'] };
 	const runs = [];
-	for (const seed of seeds) {
-		const trained = await trainHead(trainFeatures, train.map((e) => e.label), { hiddenUnits: Number(values.hidden), seed });
+	for (const seed of seedsOf(values)) {
+		const subset = values['per-class'] ? samplePerClass(train, Number(values['per-class']), seededRandom(seed)) : train;
+		const views = subset.map((e) => trainViews.get(e)!);
+		const trainStarted = performance.now();
+		const trained = await trainHead(
+			views.map((v) => v[0]),
+			subset.map((e) => e.label),
+			{ ...options, seed },
+			undefined,
+			values.augment ? views.map((v) => v.slice(1)) : undefined,
+		);
+		const trainSeconds = (performance.now() - trainStarted) / 1000;
 		const labels = trained.head.labels;
-		const predicted = predictHead(trained.head, testFeatures).map(argMax);
+		const predicted = testViews.map((v) => argMax(averageProbabilities(predictHead(trained.head, v))));
 		const metrics = computeMetrics(labels, test.map((e) => labels.indexOf(e.label)), predicted);
-		runs.push({ seed, accuracy: metrics.accuracy, macroF1: metrics.macroF1, validationAccuracy: trained.metrics.accuracy, bestEpoch: trained.bestEpoch });
+		runs.push({
+			seed,
+			trainCount: subset.length,
+			accuracy: metrics.accuracy,
+			macroF1: metrics.macroF1,
+			validationAccuracy: trained.metrics.accuracy,
+			bestEpoch: trained.bestEpoch,
+			solver: trained.solver.method === 'lbfgs' ? { l2: trained.solver.l2, l2Normalize: trained.solver.l2Normalize } : trained.solver.method,
+			trainSeconds,
+		});
 	}
-	const accuracies = runs.map((r) => r.accuracy);
 	const result = {
 		dataset: values.data,
 		backbone: backbone.spec.id,
 		backend: backbone.backend.name,
+		/** The int8 backbones fill this in; every backbone here runs in float32. */
+		precision: 'float32',
+		solver: values.solver,
+		augment: values.augment,
+		tta: values.tta,
+		perClass: values['per-class'] ? Number(values['per-class']) : undefined,
 		/** Means over the seeds. */
-		accuracy: mean(accuracies),
-		macroF1: mean(runs.map((r) => r.macroF1)),
-		accuracySpread: { min: Math.min(...accuracies), max: Math.max(...accuracies), std: Math.sqrt(mean(accuracies.map((a) => (a - mean(accuracies)) ** 2))) },
+		...summarise(runs),
 		runs,
-		trainCount: train.length,
+		trainCount: runs[0].trainCount,
 		testCount: test.length,
+		trainSeconds: mean(runs.map((r) => r.trainSeconds)),
 		extractSeconds,
-		imagesPerSecond: (train.length + test.length) / extractSeconds,
+		/** Network passes (one per image and view) per second. */
+		imagesPerSecond: viewCount / extractSeconds,
 	};
 	if (!values.json) {
-		const { min, max, std } = result.accuracySpread;
-		console.log(`${result.backbone} on ${result.dataset} (${result.backend}): accuracy ${result.accuracy.toFixed(3)} (${runs.length} seeds: min ${min.toFixed(3)}, max ${max.toFixed(3)}, sd ${std.toFixed(3)}), macro-F1 ${result.macroF1.toFixed(3)}`);
-		for (const r of runs) console.log(`  seed ${r.seed}: accuracy ${r.accuracy.toFixed(3)}, macro-F1 ${r.macroF1.toFixed(3)}, best epoch ${r.bestEpoch}`);
+		const setting = [values.augment && 'augmented', values.tta && 'test-time averaged', values['per-class'] && `${values['per-class']} per class`].filter(Boolean).join(', ');
+		console.log(`${result.backbone} on ${result.dataset} (${result.backend}${setting ? `, ${setting}` : ''}): ${describeSpread(result, runs.length)}`);
+		for (const r of runs) console.log(`  seed ${r.seed}: accuracy ${r.accuracy.toFixed(3)}, macro-F1 ${r.macroF1.toFixed(3)}, best epoch ${r.bestEpoch}, solver ${JSON.stringify(r.solver)}, ${r.trainSeconds.toFixed(2)} s`);
 		console.log(`train ${result.trainCount}, test ${result.testCount}, ${result.imagesPerSecond.toFixed(1)} images/s`);
 	}
 	console.log(JSON.stringify(result));
 }
 
-const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
+const zip = <A, B>(a: A[], b: B[]): [A, B][] => a.map((x, i) => [x, b[i]]);
 
 main().catch((error) => {
 	console.error(error instanceof Error ? error.message : error);

@@ -74,7 +74,9 @@ test('Fine-Tune Head refuses features made in different ways, naming the item an
 });
 
 test('Classify refuses features from another backbone or preprocessing, naming both; plain vectors of the right length pass', async () => {
-	const trained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'strict', label: '={{ $json.animal }}' }, labelled(train));
+	// A hidden layer: a linear head's solver may choose unit-length inputs, and a model that
+	// normalises its inputs itself rightly takes normalised features too.
+	const trained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'strict', label: '={{ $json.animal }}', training: { hiddenUnits: 16 } }, labelled(train));
 	assert.equal(trained.error, undefined, trained.error?.message);
 	const images = testImages.map((e) => imageItem(e.bytes));
 	const expected = scoresOf(await runNode('classify', { modelName: 'strict' }, images));

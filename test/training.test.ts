@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { classify, predictHead, tf, trainHead, useBackend, type Head, type TrainingProgress } from '../engine';
 import { seededRandom, shuffleInPlace } from '../engine/random';
+import { lbfgs, parameterCount, softmaxLoss, type SoftmaxProblem } from '../engine/training/solver';
 import { percentile } from '../scripts/percentile';
 
 /** Gaussian blobs, one per class, `separation` apart along the class's own axis. */
@@ -67,7 +68,7 @@ test('the same examples in another order train the same head', async () => {
 
 test('the history holds every epoch, the one that stopped training included', async () => {
 	const { features, labels } = blobs({ a: 30, b: 30 }, 8, 3);
-	const result = await trainHead(features, labels, { epochs: 500, patience: 4, learningRate: 0.05 });
+	const result = await trainHead(features, labels, { epochs: 500, patience: 4, learningRate: 0.05, solver: 'miniBatch' });
 	assert.ok(result.history.length < 500, 'early stopping fired');
 	assert.deepEqual(result.history.map((h) => h.epoch), Array.from({ length: result.history.length }, (_, i) => i + 1));
 	assert.equal(result.history.at(-1)!.epoch, result.bestEpoch + 4);
@@ -78,14 +79,14 @@ test('the history holds every epoch, the one that stopped training included', as
 
 test('the counts say what each figure was measured on', async () => {
 	const { features, labels } = blobs({ a: 20, b: 20, c: 20 }, 8, 4);
-	const split = await trainHead(features, labels, { epochs: 20, patience: 100 });
+	const split = await trainHead(features, labels, { epochs: 20, patience: 100, solver: 'miniBatch' });
 	assert.equal(split.evaluatedOn, 'validation');
 	assert.equal(split.validationCount, 12);
 	assert.equal(split.trainCount, 48);
 	assert.equal(split.metrics.count, split.validationCount, 'metrics are validation metrics');
 	assert.equal(split.finalTrainCount, 60, 'the saved head learned from every example');
 	assert.equal(split.finalEpochs, 2 * split.bestEpoch);
-	const whole = await trainHead(features, labels, { epochs: 20, validationSplit: 0 });
+	const whole = await trainHead(features, labels, { epochs: 20, validationSplit: 0, solver: 'miniBatch' });
 	assert.equal(whole.evaluatedOn, 'training');
 	assert.deepEqual([whole.trainCount, whole.validationCount, whole.finalTrainCount, whole.finalEpochs, whole.metrics.count], [60, 0, 60, 20, 60]);
 });
@@ -197,4 +198,125 @@ test('an onProgress that throws rejects the training instead of crashing the pro
 	// The slot it held is free again.
 	const after = await trainHead(features, labels, { epochs: 5 });
 	assert.deepEqual(Object.keys(after.examplesPerClass).sort(), ['a', 'b']);
+});
+
+/** A softmax problem on blobs, rows weighted equally. */
+function softmaxProblem(seed: number, counts: Record<string, number> = { a: 40, b: 40, c: 40 }): SoftmaxProblem {
+	const { features, labels } = blobs(counts, 6, seed, 1.2, 1);
+	const classes = Object.keys(counts).sort();
+	return {
+		x: Float32Array.from(features.flatMap((f) => Array.from(f))),
+		inputs: 6,
+		classes: classes.length,
+		target: Int32Array.from(labels.map((l) => classes.indexOf(l))),
+		weight: new Float64Array(labels.length).fill(1 / labels.length),
+	};
+}
+
+test('the softmax loss gradient is the derivative of the loss, with odd and even class counts and a partial last block of rows', () => {
+	for (const problem of [softmaxProblem(11), softmaxProblem(12, { a: 10, b: 11, c: 9, d: 13 })]) checkGradient(problem);
+});
+
+function checkGradient(problem: SoftmaxProblem): void {
+	const random = seededRandom(3);
+	const w = Float64Array.from({ length: parameterCount(problem) }, () => random() - 0.5);
+	const gradient = new Float64Array(w.length);
+	softmaxLoss(problem, 0.05, w, gradient);
+	const scratch = new Float64Array(w.length);
+	for (let j = 0; j < w.length; j++) {
+		const h = 1e-6;
+		const plus = Float64Array.from(w);
+		const minus = Float64Array.from(w);
+		plus[j] += h;
+		minus[j] -= h;
+		const numeric = (softmaxLoss(problem, 0.05, plus, scratch) - softmaxLoss(problem, 0.05, minus, scratch)) / (2 * h);
+		assert.ok(Math.abs(numeric - gradient[j]) < 1e-6, `${problem.classes} classes, parameter ${j}: analytic ${gradient[j]}, numeric ${numeric}`);
+	}
+}
+
+test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below a long gradient descent', () => {
+	const rosenbrock = (w: Float64Array, g: Float64Array) => {
+		const [x, y] = w;
+		g[0] = -2 * (1 - x) - 400 * x * (y - x * x);
+		g[1] = 200 * (y - x * x);
+		return (1 - x) ** 2 + 100 * (y - x * x) ** 2;
+	};
+	const point = Float64Array.from([-1.2, 1]);
+	lbfgs(rosenbrock, point, { maxIterations: 500, gradientTolerance: 1e-8 });
+	assert.ok(Math.abs(point[0] - 1) < 1e-4 && Math.abs(point[1] - 1) < 1e-4, `ended at ${point[0]}, ${point[1]}`);
+
+	const problem = softmaxProblem(12);
+	const solved = new Float64Array(parameterCount(problem));
+	const { loss, iterations } = lbfgs((w, g) => softmaxLoss(problem, 0.01, w, g), solved, { maxIterations: 200, gradientTolerance: 1e-7 });
+	// 20,000 steps of plain gradient descent on the same convex objective, for reference.
+	const descended = new Float64Array(solved.length);
+	const g = new Float64Array(solved.length);
+	let reference = Infinity;
+	for (let step = 0; step < 20_000; step++) {
+		reference = softmaxLoss(problem, 0.01, descended, g);
+		for (let j = 0; j < descended.length; j++) descended[j] -= 0.5 * g[j];
+	}
+	console.log(`# softmax loss: L-BFGS ${loss.toFixed(8)} in ${iterations} iterations, gradient descent ${reference.toFixed(8)} in 20000 steps`);
+	assert.ok(iterations < 200, 'L-BFGS converged before its limit');
+	assert.ok(loss <= reference + 1e-7, `L-BFGS ${loss} above gradient descent ${reference}`);
+	assert.ok(Math.abs(loss - reference) < 1e-5, 'both reached the same minimum');
+});
+
+test('the full-batch solver is deterministic per seed and picks the candidate with the lowest validation loss', async () => {
+	const { features, labels } = blobs({ a: 40, b: 40, c: 40 }, 32, 8, 1, 1.5);
+	const first = await trainHead(features, labels, { seed: 3 });
+	const again = await trainHead(features, labels, { seed: 3 });
+	assert.deepEqual(again.head, first.head);
+	assert.deepEqual(again.solver, first.solver);
+	assert.equal(first.solver.method, 'lbfgs');
+	if (first.solver.method !== 'lbfgs') return;
+	const { candidates } = first.solver;
+	assert.equal(candidates.length, 6, 'three strengths, with and without unit-length inputs');
+	assert.deepEqual(new Set(candidates.map((c) => c.l2Normalize)), new Set([false, true]));
+	const lowest = candidates.reduce((best, c) => (c.validationLoss < best.validationLoss ? c : best));
+	assert.equal(first.solver.l2, lowest.l2);
+	assert.equal(first.solver.l2Normalize, lowest.l2Normalize);
+	assert.equal(first.solver.chosenBy, 'validation');
+	assert.deepEqual(first.history.map((h) => [h.l2, h.l2Normalize, h.validationLoss]), candidates.map((c) => [c.l2, c.l2Normalize, c.validationLoss]));
+	assert.equal(first.history[first.bestEpoch - 1].validationLoss, lowest.validationLoss);
+	// Another seed holds out other examples: the figures it chose on differ.
+	const other = await trainHead(features, labels, { seed: 4 });
+	assert.notDeepEqual(other.history.map((h) => h.validationLoss), first.history.map((h) => h.validationLoss));
+	// Unit-length vectors already: scaling them to unit length again would repeat every candidate.
+	const unit = features.map((f) => f.map((v) => v / Math.hypot(...f)));
+	const normalised = await trainHead(unit, labels, { seed: 3 });
+	assert.deepEqual(normalised.solver.method === 'lbfgs' && normalised.solver.candidates.map((c) => c.l2Normalize), [false, false, false]);
+});
+
+test('the full-batch solver chooses on validation: heavy label noise calls for the strongest regularisation', async () => {
+	// Many dimensions, few examples and a third of the labels flipped: a weakly regularised fit
+	// memorises the noise, which the validation split shows.
+	const { features, labels } = blobs({ a: 30, b: 30 }, 200, 21, 0.6, 1);
+	const random = seededRandom(5);
+	const noisy = labels.map((l) => (random() < 0.33 ? (l === 'a' ? 'b' : 'a') : l));
+	const result = await trainHead(features, noisy, { seed: 1, validationSplit: 0.4 });
+	assert.equal(result.solver.method, 'lbfgs');
+	if (result.solver.method !== 'lbfgs') return;
+	const byStrength = (l2: number) => result.solver.method === 'lbfgs' && result.solver.candidates.filter((c) => c.l2 === l2).map((c) => c.validationLoss);
+	console.log(`# validation losses by L2 strength: ${JSON.stringify(result.solver.candidates.map((c) => [c.l2, c.l2Normalize, +c.validationLoss.toFixed(3)]))}`);
+	assert.equal(result.solver.l2, Math.max(...result.solver.candidates.map((c) => c.l2)));
+	assert.ok(Math.min(...(byStrength(0.1) as number[])) < Math.min(...(byStrength(0.001) as number[])));
+});
+
+test('the full-batch solver learns augmented views with their example, and keeps them off the validation split', async () => {
+	const { features, labels } = blobs({ a: 20, b: 20 }, 8, 31, 2);
+	const views = features.map((f) => [f.map((v) => v + 0.01), f.map((v) => v - 0.01)]);
+	const result = await trainHead(features, labels, { seed: 2 }, undefined, views);
+	assert.equal(result.viewsPerExample, 2);
+	assert.equal(result.validationCount, 8, 'the split counts examples, not views');
+	assert.equal(result.metrics.count, 8, 'only the examples themselves are scored');
+	assert.ok(result.metrics.accuracy >= 0.9);
+	await assert.rejects(trainHead(features, labels, {}, undefined, views.slice(1)), /views and features differ/);
+});
+
+test('a head that chose unit-length inputs normalises what it classifies', () => {
+	const head: Head = { ...randomHead(9), l2Normalize: true };
+	const input = [Float32Array.from([1, 2, 3, 4, 5, 6])];
+	const scaled = [input[0].map((v) => v * 7)];
+	assert.deepEqual(predictHead(head, scaled), predictHead(head, input));
 });

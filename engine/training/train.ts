@@ -3,26 +3,68 @@
  * loop over Float32Arrays costs less than TF.js's per-op dispatch, needs no backend, and gives the
  * same numbers on every machine. It runs synchronously, so trainHead calls it in a worker thread.
  */
-import { argMax, predictHead, type DenseLayer, type EpochRecord, type Head, type TrainingOptions, type TrainingProgress, type TrainingResult } from '../head';
+import { argMax, FULL_BATCH_MAX_ROWS, predictHead, type DenseLayer, type EpochRecord, type Head, type TrainingOptions, type TrainingProgress, type TrainingResult } from '../head';
 import { computeMetrics } from '../metrics';
 import { seededRandom, shuffleInPlace } from '../random';
+import { fitFullBatch } from './full-batch';
 
-/** `features` and `labels` are already checked by checkExamples; `classes` is their sorted label set. */
+/**
+ * `features` and `labels` are already checked by checkExamples; `classes` is their sorted label
+ * set; `views[i]` are extra views of example i (augmentation), trained on with its label.
+ */
 export function train(
 	features: Float32Array[],
 	labels: string[],
 	classes: string[],
 	options: TrainingOptions,
 	onProgress: (progress: TrainingProgress) => void = () => {},
+	views: Float32Array[][] = [],
 ): TrainingResult {
 	// The same examples in another order must train the same head: the seeded split and shuffles
 	// work on rows sorted by content (label, then the feature bytes), not by arrival order.
 	const order = labels.map((_, i) => i).sort((a, b) => compareLabels(labels[a], labels[b]) || Buffer.compare(bytes(features[a]), bytes(features[b])));
 	features = order.map((i) => features[i]);
+	views = views.length ? order.map((i) => views[i]) : [];
 	const target = order.map((i) => classes.indexOf(labels[i]));
-	const featureSize = features[0].length;
+	const viewsPerExample = views[0]?.length ?? 0;
 	const random = seededRandom(options.seed);
 	const { train: trainRows, validation } = stratifiedSplit(target, classes.length, options.validationSplit, random);
+	const common = {
+		examplesPerClass: Object.fromEntries(classes.map((c, i) => [c, target.filter((t) => t === i).length])),
+		trainCount: trainRows.length,
+		validationCount: validation.length,
+		finalTrainCount: validation.length ? target.length : trainRows.length,
+		evaluatedOn: validation.length ? ('validation' as const) : ('training' as const),
+		options,
+		viewsPerExample,
+	};
+	if (options.solver === 'auto' && options.hiddenUnits === 0 && target.length * (1 + viewsPerExample) <= FULL_BATCH_MAX_ROWS) {
+		return { ...common, ...fitFullBatch(features, target, classes, trainRows, validation, options, onProgress, views) };
+	}
+	// Views become rows of their own, listed with their example's split.
+	const exampleCount = features.length;
+	const viewRows = (rows: number[]) => rows.flatMap((r) => views[r]?.map((_, j) => exampleCount + r * viewsPerExample + j) ?? []);
+	features = [...features, ...views.flat()];
+	target.push(...views.flatMap((list, r) => list.map(() => target[r])));
+	const { evaluatedHead, ...fitted } = fitMiniBatch(features, target, classes, [...trainRows, ...viewRows(trainRows)], validation, [...target.keys()], options, onProgress, random);
+	// Without a validation split the figures are the training examples' own (their views left out).
+	const scored = validation.length ? validation : trainRows;
+	const predicted = predictHead(evaluatedHead, scored.map((r) => features[r])).map(argMax);
+	return { ...common, ...fitted, metrics: computeMetrics(classes, scored.map((r) => target[r]), predicted) };
+}
+
+function fitMiniBatch(
+	features: Float32Array[],
+	target: number[],
+	classes: string[],
+	trainRows: number[],
+	validation: number[],
+	everyRow: number[],
+	options: TrainingOptions,
+	onProgress: (progress: TrainingProgress) => void,
+	random: () => number,
+) {
+	const featureSize = features[0].length;
 
 	const layerSizes = options.hiddenUnits > 0 ? [options.hiddenUnits, classes.length] : [classes.length];
 	const initial = initialLayers(featureSize, layerSizes, random);
@@ -32,26 +74,18 @@ export function train(
 	// runs twice the chosen epochs and averages the weights of the second half (stochastic weight
 	// averaging), so a noisy pick of the epoch count from a small validation set costs little.
 	const finalEpochs = 2 * Math.max(1, search.bestEpoch);
-	const everyRow = target.map((_, i) => i);
 	const final = validation.length
 		? fit(features, target, everyRow, [], initial, options, finalEpochs, random, (r) => onProgress({ phase: 'final', epochs: finalEpochs, ...r }))
 		: search;
 	const head: Head = { labels: classes, featureSize, mean: final.mean, std: final.std, layers: final.layers };
-	const evaluated = validation.length ? validation : trainRows;
-	const evaluatedHead = validation.length ? { ...head, mean: search.mean, std: search.std, layers: search.layers } : head;
-	const predicted = predictHead(evaluatedHead, evaluated.map((r) => features[r])).map(argMax);
 	return {
 		head,
-		metrics: computeMetrics(classes, evaluated.map((r) => target[r]), predicted),
-		evaluatedOn: validation.length ? 'validation' : 'training',
+		/** The validation-split fit's head, which the metrics measure. */
+		evaluatedHead: validation.length ? { ...head, mean: search.mean, std: search.std, layers: search.layers } : head,
 		history: search.history,
 		bestEpoch: search.bestEpoch,
-		examplesPerClass: Object.fromEntries(classes.map((c, i) => [c, target.filter((t) => t === i).length])),
-		trainCount: trainRows.length,
-		validationCount: validation.length,
-		finalTrainCount: validation.length ? everyRow.length : trainRows.length,
 		finalEpochs: validation.length ? finalEpochs : search.history.length,
-		options,
+		solver: { method: 'miniBatchAdam' as const },
 	};
 }
 

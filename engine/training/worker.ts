@@ -14,6 +14,8 @@ export interface TrainRequest {
 	labels: string[];
 	classes: string[];
 	options: TrainingOptions;
+	/** After the examples, this many views of each, example by example. */
+	viewsPerExample: number;
 }
 
 // Training is background work: on two cores it would otherwise take half of the CPU that webhook
@@ -29,9 +31,11 @@ if (process.platform === 'linux') {
 
 parentPort!.once('message', (request: TrainRequest) => {
 	try {
-		const { features, featureSize, labels, classes, options } = request;
-		const rows = labels.map((_, i) => features.subarray(i * featureSize, (i + 1) * featureSize));
-		const result = train(rows, labels, classes, options, (progress) => parentPort!.postMessage({ type: 'progress', progress }));
+		const { features, featureSize, labels, classes, options, viewsPerExample } = request;
+		const row = (i: number) => features.subarray(i * featureSize, (i + 1) * featureSize);
+		const rows = labels.map((_, i) => row(i));
+		const views = labels.map((_, i) => Array.from({ length: viewsPerExample }, (_, j) => row(labels.length + i * viewsPerExample + j)));
+		const result = train(rows, labels, classes, options, (progress) => parentPort!.postMessage({ type: 'progress', progress }), views);
 		const { head } = result;
 		const buffers = [head.mean, head.std, ...head.layers.flatMap((l) => [l.kernel, l.bias])].map((a) => a.buffer as ArrayBuffer);
 		parentPort!.postMessage({ type: 'done', result }, [...new Set(buffers)]);

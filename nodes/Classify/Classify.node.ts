@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { IDataObject, IExecuteFunctions, ILoadOptionsFunctions, INodeExecutionData, INodePropertyOptions, INodeType } from 'n8n-workflow';
 import {
 	classify,
+	classifyViews,
 	describeFeatureSource,
 	featureSourceKey,
 	featureSourceMismatch,
@@ -19,13 +20,14 @@ import {
 } from '../../engine';
 
 import { n8nFileAccess } from '../shared/files';
-import { asError, extractorBackend, failedItem, failedRun, gatherFeatures, loadExtractor, readFeatureSource, readHostAuth, settleLimited } from '../shared/items';
+import { asError, extractorBackend, failedItem, failedRun, gatherFeatures, gatherImageViews, loadExtractor, readFeatureSource, readHostAuth, settleLimited } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
 
 interface Options {
 	backend?: BackendChoice;
 	batchSize?: number;
 	allowFileBackbone?: boolean;
+	testTimeAveraging?: boolean;
 }
 
 export class Classify implements INodeType {
@@ -79,24 +81,25 @@ export class Classify implements INodeType {
 			for (const indices of groups.values()) {
 				const { manifest } = models[indices[0]] as TrainedModel;
 				let backend: string | undefined;
-				let features: (Float32Array | Error)[];
+				// One vector per item, or with Test-Time Averaging every view of each image.
+				let features: (Float32Array | Float32Array[] | Error)[];
 				try {
-					features = await gatherFeatures(
-						this,
-						indices,
-						{
-							inputType,
-							featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
-							resizeMode: manifest.resizeMode,
-							batchSize: options.batchSize ?? 16,
-							l2Normalize: manifest.l2Normalize,
-						},
-						async () => {
-							const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
-							backend = extractorBackend(extractor).name;
-							return extractor;
-						},
-					);
+					const request = {
+						inputType,
+						featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
+						resizeMode: manifest.resizeMode,
+						batchSize: options.batchSize ?? 16,
+						l2Normalize: manifest.l2Normalize,
+					};
+					const extractor = async () => {
+						const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+						backend = extractorBackend(extractor).name;
+						return extractor;
+					};
+					features =
+						options.testTimeAveraging && inputType === 'image'
+							? await gatherImageViews(this, indices, request, extractor)
+							: await gatherFeatures(this, indices, request, extractor);
 				} catch (error) {
 					// The backbone of this group's model failed to load: the items of other models go on.
 					features = indices.map(() => error as Error);
@@ -109,7 +112,7 @@ export class Classify implements INodeType {
 					}
 					const model = models[i] as TrainedModel;
 					try {
-						const [prediction] = classify(model.head, [f], { topK, threshold });
+						const [prediction] = Array.isArray(f) ? classifyViews(model.head, [f], { topK, threshold }) : classify(model.head, [f], { topK, threshold });
 						const output = routeByClass ? outputIndex(classNames, prediction.label) : 0;
 						const json: IDataObject = {
 							...items[i].json,

@@ -114,6 +114,14 @@ export const classifyDescription: INodeTypeDescription = {
 				},
 				backendOption,
 				batchSizeOption,
+				{
+					displayName: 'Test-Time Averaging',
+					name: 'testTimeAveraging',
+					type: 'boolean',
+					default: false,
+					description:
+						"Whether to classify each image by the average over itself, its mirror image and four zoomed corner crops, the views Fine-Tune Head's Augmentation trains on (images only). Each image goes through the backbone 6 times.",
+				},
 			],
 		},
 	],

@@ -18,11 +18,12 @@ import {
 	type TrainingOptions,
 } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
-import { errorItem, failedItem, gatherFeatures, loadExtractor, readBackboneSpec, readEachItem, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
+import { errorItem, failedItem, gatherFeatures, gatherImageViews, loadExtractor, readBackboneSpec, readEachItem, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
 import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 
 interface Options {
+	augmentation?: boolean;
 	backend?: BackendChoice;
 	batchSize?: number;
 	l2Normalize?: boolean;
@@ -77,18 +78,18 @@ export class FineTuneHead implements INodeType {
 					: configured();
 			const labelled = everyItem.filter((i) => !leftOut.has(i));
 			const auth = await readHostAuth(this);
-			const features = await gatherFeatures(
-				this,
-				labelled,
-				{
-					inputType,
-					featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
-					resizeMode: source.resizeMode,
-					batchSize: options.batchSize ?? 16,
-					l2Normalize: source.l2Normalize,
-				},
-				() => loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
-			);
+			const request = {
+				inputType,
+				featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
+				resizeMode: source.resizeMode,
+				batchSize: options.batchSize ?? 16,
+				l2Normalize: source.l2Normalize,
+			};
+			const extractor = () => loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+			// Augmentation needs the images themselves: features from upstream and texts have no views.
+			const augment = (options.augmentation ?? false) && inputType === 'image';
+			const views = augment ? await gatherImageViews(this, labelled, request, extractor) : undefined;
+			const features = views ? views.map((v) => (v instanceof Error ? v : v[0])) : await gatherFeatures(this, labelled, request, extractor);
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
 
@@ -103,8 +104,15 @@ export class FineTuneHead implements INodeType {
 					lastLog = Date.now();
 					const validation = p.validationLoss === undefined ? '' : `, validation loss ${p.validationLoss.toFixed(4)}, validation accuracy ${p.validationAccuracy!.toFixed(3)}`;
 					const phase = p.phase === 'search' ? 'on the training split' : 'on every example (the saved head)';
-					this.logger.info(`Fine-Tune Head "${modelName}": epoch ${p.epoch}/${p.epochs} ${phase}, loss ${p.loss.toFixed(4)}, accuracy ${p.accuracy.toFixed(3)}${validation}`);
+					if (p.l2 !== undefined) {
+						this.logger.info(`Fine-Tune Head "${modelName}": candidate ${p.epoch}/${p.epochs} (L2 ${p.l2}${p.l2Normalize ? ', unit-length inputs' : ''}) ${phase}, loss ${p.loss.toFixed(4)}, accuracy ${p.accuracy.toFixed(3)}${validation}`);
+					} else if (p.phase === 'final' && Number.isNaN(p.accuracy)) {
+						this.logger.info(`Fine-Tune Head "${modelName}": iteration ${p.epoch} (at most ${p.epochs}) ${phase}, loss ${p.loss.toFixed(4)}`);
+					} else {
+						this.logger.info(`Fine-Tune Head "${modelName}": epoch ${p.epoch}/${p.epochs} ${phase}, loss ${p.loss.toFixed(4)}, accuracy ${p.accuracy.toFixed(3)}${validation}`);
+					}
 				},
+				views && usable.map((j) => (views[j] as Float32Array[]).slice(1)),
 			);
 			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, source);
 			const { manifest } = model;
@@ -122,6 +130,8 @@ export class FineTuneHead implements INodeType {
 					finalTrainCount: manifest.finalTrainCount,
 					finalEpochs: manifest.finalEpochs,
 					bestEpoch: manifest.bestEpoch,
+					solver: manifest.solver as unknown as IDataObject,
+					...(manifest.augmentation ? { augmentation: manifest.augmentation } : {}),
 					backbone: manifest.backbone.id,
 					metrics: manifest.metrics as unknown as IDataObject,
 					history: manifest.history as unknown as IDataObject[],

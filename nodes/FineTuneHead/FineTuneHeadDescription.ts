@@ -46,7 +46,7 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 				], default: DEFAULT_TRAINING.classWeights },
 				{ displayName: 'Dropout', name: 'dropout', type: 'number', typeOptions: { minValue: 0, maxValue: 0.95, numberPrecision: 2 }, default: DEFAULT_TRAINING.dropout },
 				{ displayName: 'Epochs (Maximum)', name: 'epochs', type: 'number', typeOptions: { minValue: 1 }, default: DEFAULT_TRAINING.epochs, description: 'Training stops earlier when the validation loss stops improving' },
-				{ displayName: 'Hidden Units', name: 'hiddenUnits', type: 'number', typeOptions: { minValue: 0 }, default: DEFAULT_TRAINING.hiddenUnits, description: '0 trains a linear head; e.g. 128 adds a hidden layer for harder problems' },
+				{ displayName: 'Hidden Units', name: 'hiddenUnits', type: 'number', typeOptions: { minValue: 0 }, default: DEFAULT_TRAINING.hiddenUnits, description: '0 trains a linear head, fitted on all examples at once with its regularisation chosen on the validation split (Dropout, Epochs, Learning Rate, Patience and Training Batch Size then do not apply); e.g. 128 adds a hidden layer for harder problems, trained in mini-batches' },
 				{ displayName: 'Learning Rate', name: 'learningRate', type: 'number', typeOptions: { minValue: 0, numberPrecision: 5 }, default: DEFAULT_TRAINING.learningRate },
 				{ displayName: 'Patience', name: 'patience', type: 'number', typeOptions: { minValue: 1 }, default: DEFAULT_TRAINING.patience, description: 'Epochs without improvement before stopping' },
 				{ displayName: 'Seed', name: 'seed', type: 'number', default: DEFAULT_TRAINING.seed, description: 'The same data and seed give the same model' },
@@ -61,6 +61,14 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 			placeholder: 'Add Option',
 			default: {},
 			options: [
+				{
+					displayName: 'Augmentation',
+					name: 'augmentation',
+					type: 'boolean',
+					default: false,
+					description:
+						"Whether to also train on each image's mirror image and four zoomed corner crops (images only). Each image then goes through the backbone 6 times, so feature extraction takes about 6 times as long. Pairs with Classify's Test-Time Averaging.",
+				},
 				backendOption,
 				batchSizeOption,
 				{ displayName: 'L2-Normalise Features', name: 'l2Normalize', type: 'boolean', default: false, description: 'Whether to scale feature vectors to length 1 before training (Classify does the same). Features Extract Features normalised count as normalised.' },

@@ -9,6 +9,7 @@ import {
 	embedTexts,
 	errorMessage,
 	extractFeatures,
+	extractViewFeatures,
 	hubRepoProblem,
 	l2Normalize,
 	parseFeatureSource,
@@ -192,39 +193,68 @@ export async function gatherFeatures(
 			}
 		});
 	} else {
-		results = new Array(itemIndices.length);
-		const chunkSize = request.batchSize * BATCHES_PER_CHUNK;
-		const read = (start: number) => settleLimited(itemIndices.slice(start, start + chunkSize), request.batchSize, (i) => readImage(ctx, i));
-		let model: Backbone | undefined;
-		// Held for the whole run: while the next chunk downloads, no extraction holds the backbone,
-		// and the cache may drop it then.
-		let release: (() => void) | undefined;
-		let next = itemIndices.length ? read(0) : undefined;
-		try {
-			for (let start = 0; start < itemIndices.length; start += chunkSize) {
-				const images = await next!;
-				const readable: number[] = [];
-				images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
-				// Loaded before more images are fetched, so that a backbone that fails costs no downloads.
-				if (readable.length && !model) {
-					model = (await extractor()) as Backbone;
-					release = model.hold();
-				}
-				next = start + chunkSize < itemIndices.length ? read(start + chunkSize) : undefined;
-				if (readable.length) {
-					const extracted = await extractFeatures(
-						model!,
-						readable.map((k) => (images[k] as PromiseFulfilledResult<Buffer>).value),
-						{ resizeMode: request.resizeMode, batchSize: request.batchSize },
-					);
-					readable.forEach((k, j) => (results[start + k] = extracted[j]));
-				}
-			}
-		} finally {
-			release?.();
-		}
+		results = await imageChunks(ctx, itemIndices, request, extractor, (model, images) =>
+			extractFeatures(model, images, { resizeMode: request.resizeMode, batchSize: request.batchSize }),
+		);
 	}
 	return request.l2Normalize ? results.map((r) => (r instanceof Error ? r : l2Normalize(r))) : results;
+}
+
+/**
+ * Features of every view of each listed image item (IMAGE_VIEWS: augmentation and test-time
+ * averaging), or the error that item caused; read as gatherFeatures reads images.
+ */
+export async function gatherImageViews(
+	ctx: IExecuteFunctions,
+	itemIndices: number[],
+	request: Omit<FeatureRequest, 'inputType' | 'featuresField'>,
+	extractor: () => Promise<Extractor>,
+): Promise<(Float32Array[] | Error)[]> {
+	const results = await imageChunks(ctx, itemIndices, request, extractor, (model, images) =>
+		extractViewFeatures(model, images, { resizeMode: request.resizeMode, batchSize: request.batchSize }),
+	);
+	return request.l2Normalize ? results.map((r) => (r instanceof Error ? r : r.map(l2Normalize))) : results;
+}
+
+/** Reads image items a chunk at a time, the next chunk while `extract` works on this one. */
+async function imageChunks<T>(
+	ctx: IExecuteFunctions,
+	itemIndices: number[],
+	request: { batchSize: number },
+	extractor: () => Promise<Extractor>,
+	extract: (model: Backbone, images: Buffer[]) => Promise<(T | Error)[]>,
+): Promise<(T | Error)[]> {
+	const results: (T | Error)[] = new Array(itemIndices.length);
+	const chunkSize = request.batchSize * BATCHES_PER_CHUNK;
+	const read = (start: number) => settleLimited(itemIndices.slice(start, start + chunkSize), request.batchSize, (i) => readImage(ctx, i));
+	let model: Backbone | undefined;
+	// Held for the whole run: while the next chunk downloads, no extraction holds the backbone,
+	// and the cache may drop it then.
+	let release: (() => void) | undefined;
+	let next = itemIndices.length ? read(0) : undefined;
+	try {
+		for (let start = 0; start < itemIndices.length; start += chunkSize) {
+			const images = await next!;
+			const readable: number[] = [];
+			images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
+			// Loaded before more images are fetched, so that a backbone that fails costs no downloads.
+			if (readable.length && !model) {
+				model = (await extractor()) as Backbone;
+				release = model.hold();
+			}
+			next = start + chunkSize < itemIndices.length ? read(start + chunkSize) : undefined;
+			if (readable.length) {
+				const extracted = await extract(
+					model!,
+					readable.map((k) => (images[k] as PromiseFulfilledResult<Buffer>).value),
+				);
+				readable.forEach((k, j) => (results[start + k] = extracted[j]));
+			}
+		}
+	} finally {
+		release?.();
+	}
+	return results;
 }
 
 /** Promise.allSettled over `task` for each input, with at most `limit` tasks running at once. */

@@ -1,0 +1,263 @@
+/**
+ * Full-batch multinomial logistic regression (a linear softmax head) solved with L-BFGS. The
+ * problem is convex and, with a few thousand rows, small: every step sees all the data, so no
+ * learning rate, batch size or epoch count has to be guessed, and the answer depends on the data
+ * and the regularisation only. Written out here (about a hundred lines) because no maintained npm
+ * package offers L-BFGS on typed arrays without pulling in a numerics framework.
+ */
+
+/** The rows a fit sees: standardised features, one after another, with their class and weight. */
+export interface SoftmaxProblem {
+	/** Row-major [rows, inputs]. */
+	x: Float32Array;
+	inputs: number;
+	classes: number;
+	target: Int32Array;
+	/** Each row's weight, summing to 1: the loss is the weighted mean cross-entropy. */
+	weight: Float64Array;
+}
+
+/** Weights as L-BFGS sees them: the kernel transposed ([classes, inputs]), then the biases. */
+export type SoftmaxParameters = Float64Array;
+
+export const parameterCount = (p: Pick<SoftmaxProblem, 'inputs' | 'classes'>) => p.classes * (p.inputs + 1);
+
+/**
+ * Weighted cross-entropy plus `l2 / 2` times the squared kernel (biases are not penalised), and its
+ * gradient into `gradient`. Rows go four at a time and classes two at a time: each pass over a row
+ * block loads a feature once for two classes and a weight once for four rows, eight products per six
+ * loads, which is what bounds a loop like this in JS (a quarter faster than one class per pass).
+ */
+export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParameters, gradient: Float64Array): number {
+	const { x, inputs: d, classes: k, target, weight } = problem;
+	const n = target.length;
+	const biasAt = k * d;
+	gradient.fill(0);
+	// Logits, then the loss's derivative by them, of the block's four rows: [row, class].
+	const z = new Float64Array(4 * k);
+	let loss = 0;
+	for (let r = 0; r < n; r += 4) {
+		const rows = Math.min(4, n - r);
+		// Past the last row the block repeats it; its derivative is set to 0 below.
+		const x0 = r * d;
+		const x1 = Math.min(r + 1, n - 1) * d;
+		const x2 = Math.min(r + 2, n - 1) * d;
+		const x3 = Math.min(r + 3, n - 1) * d;
+		for (let c = 0; c < k; c += 2) {
+			// With an odd class count the last pair is the last class twice.
+			const e = Math.min(c + 1, k - 1);
+			const a = c * d;
+			const b = e * d;
+			let s0 = 0;
+			let s1 = 0;
+			let s2 = 0;
+			let s3 = 0;
+			let t0 = 0;
+			let t1 = 0;
+			let t2 = 0;
+			let t3 = 0;
+			for (let j = 0; j < d; j++) {
+				const u = w[a + j];
+				const v = w[b + j];
+				const p0 = x[x0 + j];
+				const p1 = x[x1 + j];
+				const p2 = x[x2 + j];
+				const p3 = x[x3 + j];
+				s0 += u * p0;
+				s1 += u * p1;
+				s2 += u * p2;
+				s3 += u * p3;
+				t0 += v * p0;
+				t1 += v * p1;
+				t2 += v * p2;
+				t3 += v * p3;
+			}
+			// Class e first: when it is c again, c's own sums overwrite it.
+			const be = w[biasAt + e];
+			z[e] = t0 + be;
+			z[k + e] = t1 + be;
+			z[2 * k + e] = t2 + be;
+			z[3 * k + e] = t3 + be;
+			const bc = w[biasAt + c];
+			z[c] = s0 + bc;
+			z[k + c] = s1 + bc;
+			z[2 * k + c] = s2 + bc;
+			z[3 * k + c] = s3 + bc;
+		}
+		for (let q = 0; q < 4; q++) {
+			const at = q * k;
+			if (q >= rows) {
+				z.fill(0, at, at + k);
+				continue;
+			}
+			let max = -Infinity;
+			for (let c = 0; c < k; c++) max = Math.max(max, z[at + c]);
+			let sum = 0;
+			for (let c = 0; c < k; c++) sum += z[at + c] = Math.exp(z[at + c] - max);
+			const y = target[r + q];
+			const wr = weight[r + q];
+			loss -= wr * Math.log(Math.max(z[at + y] / sum, 1e-300));
+			for (let c = 0; c < k; c++) {
+				z[at + c] = wr * (z[at + c] / sum - (c === y ? 1 : 0));
+				gradient[biasAt + c] += z[at + c];
+			}
+		}
+		for (let c = 0; c < k; c += 2) {
+			// The last class's copy in an odd pair adds nothing.
+			const e = Math.min(c + 1, k - 1);
+			const other = e === c ? 0 : 1;
+			const a = c * d;
+			const b = e * d;
+			const d0 = z[c];
+			const d1 = z[k + c];
+			const d2 = z[2 * k + c];
+			const d3 = z[3 * k + c];
+			const f0 = other * z[e];
+			const f1 = other * z[k + e];
+			const f2 = other * z[2 * k + e];
+			const f3 = other * z[3 * k + e];
+			for (let j = 0; j < d; j++) {
+				const p0 = x[x0 + j];
+				const p1 = x[x1 + j];
+				const p2 = x[x2 + j];
+				const p3 = x[x3 + j];
+				gradient[a + j] += d0 * p0 + d1 * p1 + d2 * p2 + d3 * p3;
+				gradient[b + j] += f0 * p0 + f1 * p1 + f2 * p2 + f3 * p3;
+			}
+		}
+	}
+	let squares = 0;
+	for (let j = 0; j < biasAt; j++) {
+		squares += w[j] * w[j];
+		gradient[j] += l2 * w[j];
+	}
+	return loss + (l2 / 2) * squares;
+}
+
+/** `out[c] = bias[c] + w[c]·x[row..row+d]`, four classes per pass over the row. */
+function logitsOf(x: Float32Array, row: number, d: number, k: number, w: Float64Array, out: Float64Array): void {
+	let c = 0;
+	for (; c + 4 <= k; c += 4) {
+		const a = c * d;
+		let s0 = 0;
+		let s1 = 0;
+		let s2 = 0;
+		let s3 = 0;
+		for (let j = 0; j < d; j++) {
+			const xj = x[row + j];
+			s0 += w[a + j] * xj;
+			s1 += w[a + d + j] * xj;
+			s2 += w[a + 2 * d + j] * xj;
+			s3 += w[a + 3 * d + j] * xj;
+		}
+		out[c] = s0 + w[k * d + c];
+		out[c + 1] = s1 + w[k * d + c + 1];
+		out[c + 2] = s2 + w[k * d + c + 2];
+		out[c + 3] = s3 + w[k * d + c + 3];
+	}
+	for (; c < k; c++) {
+		const a = c * d;
+		let s = 0;
+		for (let j = 0; j < d; j++) s += w[a + j] * x[row + j];
+		out[c] = s + w[k * d + c];
+	}
+}
+
+/** Logits of row `r` under `w`, into `out`. */
+export function softmaxLogits(problem: Pick<SoftmaxProblem, 'x' | 'inputs' | 'classes'>, w: SoftmaxParameters, r: number, out: Float64Array): Float64Array {
+	logitsOf(problem.x, r * problem.inputs, problem.inputs, problem.classes, w, out);
+	return out;
+}
+
+export interface LbfgsOptions {
+	maxIterations: number;
+	/** Stop once the largest gradient component is under this. */
+	gradientTolerance: number;
+	/** Called after each iteration with the objective. */
+	onIteration?: (iteration: number, loss: number) => void;
+}
+
+const MEMORY = 10;
+
+/**
+ * Minimises `objective` from `w` (updated in place) with L-BFGS and a backtracking line search
+ * (Armijo). Returns the iterations taken and the final objective. Deterministic: no randomness.
+ */
+export function lbfgs(objective: (w: Float64Array, gradient: Float64Array) => number, w: Float64Array, options: LbfgsOptions): { iterations: number; loss: number } {
+	const size = w.length;
+	let gradient = new Float64Array(size);
+	let loss = objective(w, gradient);
+	const steps: Float64Array[] = [];
+	const changes: Float64Array[] = [];
+	const rhos: number[] = [];
+	const direction = new Float64Array(size);
+	const alphas = new Float64Array(MEMORY);
+	const trial = new Float64Array(size);
+	let trialGradient = new Float64Array(size);
+	let iteration = 0;
+	while (iteration < options.maxIterations && maxAbs(gradient) > options.gradientTolerance) {
+		// Two-loop recursion: direction = -H·gradient.
+		for (let j = 0; j < size; j++) direction[j] = -gradient[j];
+		for (let m = steps.length - 1; m >= 0; m--) {
+			alphas[m] = rhos[m] * dot(steps[m], direction);
+			axpy(-alphas[m], changes[m], direction);
+		}
+		const last = steps.length - 1;
+		const scale = last >= 0 ? 1 / (rhos[last] * dot(changes[last], changes[last])) : 1 / Math.max(1, Math.sqrt(dot(gradient, gradient)));
+		for (let j = 0; j < size; j++) direction[j] *= scale;
+		for (let m = 0; m < steps.length; m++) axpy(alphas[m] - rhos[m] * dot(changes[m], direction), steps[m], direction);
+		let slope = dot(gradient, direction);
+		if (slope >= 0) {
+			// Not a descent direction (rounding on a flat stretch): restart from steepest descent.
+			steps.length = changes.length = rhos.length = 0;
+			for (let j = 0; j < size; j++) direction[j] = -gradient[j] / Math.max(1, Math.sqrt(dot(gradient, gradient)));
+			slope = dot(gradient, direction);
+		}
+		let step = 1;
+		let trialLoss = Infinity;
+		for (let tries = 0; tries < 30; tries++, step /= 2) {
+			for (let j = 0; j < size; j++) trial[j] = w[j] + step * direction[j];
+			trialLoss = objective(trial, trialGradient);
+			if (trialLoss <= loss + 1e-4 * step * slope) break;
+		}
+		if (!(trialLoss < loss)) break;
+		const s = new Float64Array(size);
+		const y = new Float64Array(size);
+		for (let j = 0; j < size; j++) {
+			s[j] = trial[j] - w[j];
+			y[j] = trialGradient[j] - gradient[j];
+		}
+		const curvature = dot(s, y);
+		// A pair without positive curvature would make the approximation indefinite.
+		if (curvature > 1e-12) {
+			if (steps.length === MEMORY) steps.shift(), changes.shift(), rhos.shift();
+			steps.push(s);
+			changes.push(y);
+			rhos.push(1 / curvature);
+		}
+		w.set(trial);
+		[gradient, trialGradient] = [trialGradient, gradient];
+		const decrease = loss - trialLoss;
+		loss = trialLoss;
+		iteration++;
+		options.onIteration?.(iteration, loss);
+		if (decrease < 1e-10 * Math.max(1, Math.abs(loss))) break;
+	}
+	return { iterations: iteration, loss };
+}
+
+function dot(a: Float64Array, b: Float64Array): number {
+	let s = 0;
+	for (let j = 0; j < a.length; j++) s += a[j] * b[j];
+	return s;
+}
+
+function axpy(alpha: number, x: Float64Array, y: Float64Array): void {
+	for (let j = 0; j < x.length; j++) y[j] += alpha * x[j];
+}
+
+function maxAbs(a: Float64Array): number {
+	let m = 0;
+	for (let j = 0; j < a.length; j++) m = Math.max(m, Math.abs(a[j]));
+	return m;
+}
