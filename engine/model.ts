@@ -13,6 +13,7 @@ import {
 import { UNKNOWN_LABEL } from './classifier';
 import { hubTextSpecProblem } from './text/hf-catalog';
 import { TransferLearningError } from './errors';
+import type { Precision } from './backbone';
 import type { EpochRecord, Head, TrainingOptions } from './head';
 import type { ResizeMode } from './image';
 import type { Metrics } from './metrics';
@@ -40,6 +41,8 @@ export interface ModelManifest {
 	resizeMode?: ResizeMode;
 	/** Whether features were L2-normalised before the head (a model trained on normalised features needs them). */
 	l2Normalize: boolean;
+	/** Images only: the numbers the backbone computed the training features with; Classify uses the same. Absent: float32. */
+	precision?: Precision;
 	labels: string[];
 	featureSize: number;
 	metrics: Metrics;
@@ -224,6 +227,7 @@ const manifestSchema = z
 		backbone: backboneSchema,
 		resizeMode: resizeModeSchema.optional(),
 		l2Normalize: z.boolean(),
+		precision: z.enum(['float32', 'int8']).optional(),
 		labels: z
 			.array(z.string().superRefine((label, ctx) => {
 				const problem = labelProblem(label);

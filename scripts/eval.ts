@@ -1,6 +1,6 @@
 /**
  * Trains a head on a dataset's `train` split and scores it on its `test` split.
- *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--hidden N] [--seed S] [--seeds N]
+ *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--precision auto|float32|int8] [--hidden N] [--seed S] [--seeds N]
  * With --seeds N it trains N heads (seeds S, S+1, ...) on features extracted once, and reports the
  * mean and spread: one run's figure moves by an image or two with the seed.
  * With --json the last line printed is one JSON object (other checks parse it).
@@ -12,7 +12,7 @@ import { catalogBackbone, DEFAULT_BACKBONE } from '../engine/catalog';
 import { extractFeatures, loadBackbone } from '../engine/features';
 import { argMax, predictHead, trainHead } from '../engine/head';
 import { computeMetrics } from '../engine/metrics';
-import type { BackendChoice } from '../engine/settings';
+import type { BackendChoice, PrecisionChoice } from '../engine/settings';
 import { readDataset } from './dataset';
 import { evalText } from './eval-text';
 
@@ -22,6 +22,7 @@ async function main() {
 			data: { type: 'string' },
 			backbone: { type: 'string', default: DEFAULT_BACKBONE },
 			backend: { type: 'string' },
+			precision: { type: 'string' },
 			hidden: { type: 'string', default: '0' },
 			seed: { type: 'string', default: '42' },
 			seeds: { type: 'string', default: '1' },
@@ -34,7 +35,8 @@ async function main() {
 	const examples = readDataset(values.data);
 	const train = examples.filter((e) => e.split === 'train');
 	const test = examples.filter((e) => e.split === 'test');
-	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined });
+	if (values.precision && !['auto', 'float32', 'int8'].includes(values.precision)) throw new Error('--precision must be auto, float32 or int8');
+	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined, precision: values.precision as PrecisionChoice | undefined });
 	const started = Date.now();
 	const featuresOf = async (set: typeof examples) => {
 		const results = await extractFeatures(backbone, set.map((e) => readFileSync(e.file)));
@@ -60,6 +62,9 @@ async function main() {
 		dataset: values.data,
 		backbone: backbone.spec.id,
 		backend: backbone.backend.name,
+		/** What ran, after Automatic chose; int8 says how it was calibrated and how close to float32 it came on the first batch. */
+		precision: backbone.precision,
+		...(backbone.parity ? { int8Parity: backbone.parity } : {}),
 		/** Means over the seeds. */
 		accuracy: mean(accuracies),
 		macroF1: mean(runs.map((r) => r.macroF1)),
@@ -72,7 +77,7 @@ async function main() {
 	};
 	if (!values.json) {
 		const { min, max, std } = result.accuracySpread;
-		console.log(`${result.backbone} on ${result.dataset} (${result.backend}): accuracy ${result.accuracy.toFixed(3)} (${runs.length} seeds: min ${min.toFixed(3)}, max ${max.toFixed(3)}, sd ${std.toFixed(3)}), macro-F1 ${result.macroF1.toFixed(3)}`);
+		console.log(`${result.backbone} on ${result.dataset} (${result.backend}, ${result.precision}): accuracy ${result.accuracy.toFixed(3)} (${runs.length} seeds: min ${min.toFixed(3)}, max ${max.toFixed(3)}, sd ${std.toFixed(3)}), macro-F1 ${result.macroF1.toFixed(3)}`);
 		for (const r of runs) console.log(`  seed ${r.seed}: accuracy ${r.accuracy.toFixed(3)}, macro-F1 ${r.macroF1.toFixed(3)}, best epoch ${r.bestEpoch}`);
 		console.log(`train ${result.trainCount}, test ${result.testCount}, ${result.imagesPerSecond.toFixed(1)} images/s`);
 	}

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IDataObject, IExecuteFunctions, ILoadOptionsFunctions, INodeExecutionData, INodePropertyOptions, INodeType } from 'n8n-workflow';
 import {
+	Backbone,
 	classify,
 	describeFeatureSource,
 	featureSourceKey,
@@ -79,6 +80,7 @@ export class Classify implements INodeType {
 			for (const indices of groups.values()) {
 				const { manifest } = models[indices[0]] as TrainedModel;
 				let backend: string | undefined;
+				let backbone: Backbone | undefined;
 				let features: (Float32Array | Error)[];
 				try {
 					features = await gatherFeatures(
@@ -92,8 +94,10 @@ export class Classify implements INodeType {
 							l2Normalize: manifest.l2Normalize,
 						},
 						async () => {
-							const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+							// The precision the head was trained on; models from before int8 were float32.
+							const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: manifest.precision ?? 'float32' });
 							backend = extractorBackend(extractor).name;
+							if (extractor instanceof Backbone) backbone = extractor;
 							return extractor;
 						},
 					);
@@ -119,6 +123,7 @@ export class Classify implements INodeType {
 							model: model.manifest.name,
 							version: model.manifest.version,
 							...(backend ? { backend } : {}),
+							...(backbone?.precision ? { precision: backbone.precision } : {}),
 						};
 						results[i] = { json, binary: items[i].binary, pairedItem: { item: i }, output };
 					} catch (error) {

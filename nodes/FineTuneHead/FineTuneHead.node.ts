@@ -1,5 +1,6 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import {
+	Backbone,
 	backboneKey,
 	describeBackbone,
 	describeFeatureSource,
@@ -13,6 +14,7 @@ import {
 	TransferLearningError,
 	UNKNOWN_LABEL,
 	type BackendChoice,
+	type PrecisionChoice,
 	type FeatureSource,
 	type ResizeMode,
 	type TrainingOptions,
@@ -24,6 +26,7 @@ import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 
 interface Options {
 	backend?: BackendChoice;
+	precision?: PrecisionChoice;
 	batchSize?: number;
 	l2Normalize?: boolean;
 	outputModelFile?: boolean;
@@ -77,6 +80,7 @@ export class FineTuneHead implements INodeType {
 					: configured();
 			const labelled = everyItem.filter((i) => !leftOut.has(i));
 			const auth = await readHostAuth(this);
+			let extractor: unknown;
 			const features = await gatherFeatures(
 				this,
 				labelled,
@@ -87,7 +91,7 @@ export class FineTuneHead implements INodeType {
 					batchSize: options.batchSize ?? 16,
 					l2Normalize: source.l2Normalize,
 				},
-				() => loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) }),
+				async () => (extractor = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: options.precision })),
 			);
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
@@ -106,7 +110,9 @@ export class FineTuneHead implements INodeType {
 					this.logger.info(`Fine-Tune Head "${modelName}": epoch ${p.epoch}/${p.epochs} ${phase}, loss ${p.loss.toFixed(4)}, accuracy ${p.accuracy.toFixed(3)}${validation}`);
 				},
 			);
-			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, source);
+			// The precision the backbone settled on for these images; Classify will use the same.
+			const precision = extractor instanceof Backbone ? extractor.precision : undefined;
+			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, { ...source, ...(precision ? { precision } : {}) });
 			const { manifest } = model;
 			const item: INodeExecutionData = {
 				json: {

@@ -15,6 +15,7 @@ import {
 	loadTextEncoder,
 	TransferLearningError,
 	type BackendChoice,
+	type PrecisionChoice,
 	type BackboneSpec,
 	type FeatureSource,
 	type HostAuth,
@@ -97,7 +98,7 @@ export const FEATURE_SOURCE_FIELD = 'featureSource';
 /** What turns items into features: an image backbone or a text encoder. */
 type Extractor = Backbone | SharedTextEncoder;
 
-export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess }): Promise<Extractor> {
+export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess; precision?: PrecisionChoice }): Promise<Extractor> {
 	return spec.inputType === 'text' ? loadTextEncoder(spec, options) : loadBackbone(spec, options);
 }
 
