@@ -221,6 +221,8 @@ export class Backbone {
 				return int8Features;
 			}
 			console.warn(`[transfer-learning] ${this.spec.id} runs in float32: its int8 features agree with float32 only to a mean cosine of ${agreement.mean.toFixed(3)} (${saved.calibration} calibration)`);
+			// The next process calibrates again, on its own first batch.
+			await fs.rm(file, { force: true }).catch(() => {});
 		} catch (error) {
 			if (forced) {
 				int8?.dispose();

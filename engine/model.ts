@@ -67,13 +67,15 @@ export interface FeatureSource {
 	resizeMode?: ResizeMode;
 	/** Whether the vectors were scaled to length 1. */
 	l2Normalize: boolean;
+	/** Images: what the backbone computed in. Absent: float32. */
+	precision?: Precision;
 }
 
 export function featureSourceOf(manifest: ModelManifest): FeatureSource {
-	return { backbone: manifest.backbone, ...(manifest.resizeMode ? { resizeMode: manifest.resizeMode } : {}), l2Normalize: manifest.l2Normalize };
+	return { backbone: manifest.backbone, ...(manifest.resizeMode ? { resizeMode: manifest.resizeMode } : {}), l2Normalize: manifest.l2Normalize, ...(manifest.precision ? { precision: manifest.precision } : {}) };
 }
 
-/** Equal exactly when the two give the same vectors for the same image. */
+/** Equal exactly when the two give the same vectors for the same image, up to int8's rounding (precision is left out). */
 export function featureSourceKey(source: FeatureSource): string {
 	return JSON.stringify([backboneKey(source.backbone), source.resizeMode, source.l2Normalize]);
 }
@@ -157,7 +159,7 @@ function checkResizeMode(value: { backbone: BackboneSpec; resizeMode?: ResizeMod
 }
 
 const featureSourceSchema = z
-	.object({ backbone: backboneSchema, resizeMode: resizeModeSchema.optional(), l2Normalize: z.boolean() })
+	.object({ backbone: backboneSchema, resizeMode: resizeModeSchema.optional(), l2Normalize: z.boolean(), precision: z.enum(['float32', 'int8']).optional() })
 	.superRefine(checkResizeMode);
 
 /** Reads a feature source from item data, which anything upstream may have changed. */

@@ -74,7 +74,8 @@ export class Classify implements INodeType {
 			const groups = new Map<string, number[]>();
 			models.forEach((model, i) => {
 				if (model instanceof Error) return;
-				const key = featureSourceKey(featureSourceOf(model.manifest));
+				// One extraction per source and precision: each model gets features in the precision it was trained on.
+				const key = `${featureSourceKey(featureSourceOf(model.manifest))}:${model.manifest.precision ?? 'float32'}`;
 				groups.set(key, [...(groups.get(key) ?? []), i]);
 			});
 			for (const indices of groups.values()) {

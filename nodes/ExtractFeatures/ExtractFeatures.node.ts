@@ -41,6 +41,8 @@ export class ExtractFeatures implements INodeType {
 					return extractor;
 				},
 			);
+			// Known once the first batch ran; Fine-Tune Head passes it on to the model, and Classify uses it.
+			if (backbone?.precision) source.precision = backbone.precision;
 			const field = options.outputField || 'features';
 			return [
 				results.map((result, i) => {
@@ -54,7 +56,7 @@ export class ExtractFeatures implements INodeType {
 							[FEATURE_SOURCE_FIELD]: structuredClone(source) as unknown as IDataObject,
 							backbone: source.backbone.id,
 							backend: backend!.name,
-							...(backbone?.precision ? { precision: backbone.precision } : {}),
+							...(source.precision ? { precision: source.precision } : {}),
 							...(backend!.fallbackReason ? { backendFallbackReason: backend!.fallbackReason } : {}),
 						},
 						binary: items[i].binary,

@@ -201,5 +201,5 @@ function sourceOfFeatures(
 		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
 	}
 	// The head learns on unit vectors if either normalised them; Classify must then normalise too.
-	return { backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set };
+	return { backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set, ...(common.precision ? { precision: common.precision } : {}) };
 }
