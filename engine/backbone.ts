@@ -200,7 +200,7 @@ export class Backbone {
 				saved = { calibration: 'images', calibrationImages: images.length, ranges: measured.ranges };
 				if (images.length < MIN_CALIBRATION_IMAGES) {
 					try {
-						saved = { calibration: 'network', calibrationImages: 0, ranges: networkRanges(plan, normalization) };
+						saved = { calibration: 'network', calibrationImages: 0, ranges: networkRanges(plan) };
 					} catch (error) {
 						if (!(error instanceof CompileError)) throw error;
 					}

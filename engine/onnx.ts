@@ -8,7 +8,7 @@ import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from './download';
 import { errorMessage } from './errors';
-import { activationParams, quantizeBias, quantizeWeights, quantizedTensors, RangeTracker, type Calibration, type Range } from './quantize';
+import { activationParams, pixelParams, quantizeBias, quantizeWeights, quantizedTensors, RangeTracker, type Calibration, type Range } from './quantize';
 import { settings } from './settings';
 
 /**
@@ -102,16 +102,26 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 		}
 	};
 
-	initializer(scaleName, [], Float32Array.of(normalization.scale));
-	initializer(offsetName, [], Float32Array.of(normalization.offset));
-	nodes.push(
-		{ opType: 'Cast', input: ['pixels'], output: ['pixels_float'], attribute: [int('to', onnx.TensorProto.DataType.FLOAT)] },
-		{ opType: 'Transpose', input: ['pixels_float'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
-		{ opType: 'Mul', input: ['pixels_nchw', scaleName], output: ['pixels_scaled'] },
-		{ opType: 'Add', input: ['pixels_scaled', offsetName], output: ['images'] },
-	);
-	if (ranges) names.set(plan.input, quantize(plan.input, 'images'));
-	const exposed = options.expose?.includes(plan.input) ? ['images'] : [];
+	if (ranges) {
+		// The pixels are already uint8 at the normalisation's scale: transposed, they are the first
+		// convolution's quantized input, with no float pass over the batch.
+		const { scale, zeroPoint } = pixelParams(normalization);
+		scales.set(plan.input, scale);
+		nodes.push(
+			{ opType: 'Transpose', input: ['pixels'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
+			{ opType: 'DequantizeLinear', input: ['pixels_nchw', initializer(scaleName, [], Float32Array.of(scale)), initializer(offsetName, [], Uint8Array.of(zeroPoint))], output: ['images'] },
+		);
+	} else {
+		initializer(scaleName, [], Float32Array.of(normalization.scale));
+		initializer(offsetName, [], Float32Array.of(normalization.offset));
+		nodes.push(
+			{ opType: 'Cast', input: ['pixels'], output: ['pixels_float'], attribute: [int('to', onnx.TensorProto.DataType.FLOAT)] },
+			{ opType: 'Transpose', input: ['pixels_float'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
+			{ opType: 'Mul', input: ['pixels_nchw', scaleName], output: ['pixels_scaled'] },
+			{ opType: 'Add', input: ['pixels_scaled', offsetName], output: ['images'] },
+		);
+	}
+	const exposed: string[] = [];
 	for (const op of plan.ops) {
 		const output = fresh(op.output);
 		switch (op.kind) {
@@ -215,7 +225,7 @@ function onnxRuntime(): typeof Ort {
 }
 
 /** Bump when planToOnnx changes what it writes, so cached files are rebuilt. */
-const COMPILER_VERSION = 4;
+const COMPILER_VERSION = 5;
 
 /** An int8 graph's activation ranges and where they came from. */
 export interface Int8Ranges {

@@ -30,10 +30,13 @@ export function activationParams([lo, hi]: Range): QuantParams {
 	return { scale, zeroPoint: Math.min(255, Math.max(0, Math.round(-min / scale))) };
 }
 
-/** The values a uint8 input of `normalization` takes: exactly the 256 pixel levels. */
-export function inputRange(normalization: Normalization): Range {
-	const ends = [normalization.offset, 255 * normalization.scale + normalization.offset];
-	return [Math.min(...ends), Math.max(...ends)];
+/**
+ * The pixel bytes read as quantized values of the normalised image: scale and zero point of the
+ * normalisation. Where the zero point falls between two levels (x / 127.5 - 1 puts 0 at 127.5) it
+ * is rounded, which moves every value by half a level, as quantizing the float image would.
+ */
+export function pixelParams(normalization: Normalization): QuantParams {
+	return { scale: normalization.scale, zeroPoint: Math.min(255, Math.max(0, Math.round(-normalization.offset / normalization.scale))) };
 }
 
 /**
@@ -90,8 +93,8 @@ function statsRange(stats: ChannelStats): Range {
  * spreads as its folded statistics say, capped by its activation; a sum of such outputs spreads as
  * independent values do. Throws CompileError when some tensor's range cannot be told this way.
  */
-export function networkRanges(plan: CompiledPlan, normalization: Normalization): Map<string, Range> {
-	const ranges = new Map<string, Range>([[plan.input, inputRange(normalization)]]);
+export function networkRanges(plan: CompiledPlan): Map<string, Range> {
+	const ranges = new Map<string, Range>();
 	const stats = new Map<string, ChannelStats>();
 	for (const op of plan.ops) {
 		switch (op.kind) {
@@ -125,9 +128,9 @@ export function networkRanges(plan: CompiledPlan, normalization: Normalization):
 	return ranges;
 }
 
-/** The tensors the int8 graph quantizes: the input and the outputs of convolutions, sums and activations. */
+/** The tensors the int8 graph quantizes by a calibrated range: the outputs of convolutions, sums and activations (the input is the pixels themselves). */
 export function quantizedTensors(plan: CompiledPlan): string[] {
-	return [plan.input, ...plan.ops.filter((op) => op.kind === 'conv' || op.kind === 'add' || op.kind === 'activation').map((op) => op.output)];
+	return plan.ops.filter((op) => op.kind === 'conv' || op.kind === 'add' || op.kind === 'activation').map((op) => op.output);
 }
 
 /** Running [min, max] of each tensor over calibration batches. */
