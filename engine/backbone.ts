@@ -1,3 +1,4 @@
+import { promises as fs } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfc from '@tensorflow/tfjs-converter';
@@ -5,11 +6,32 @@ import { useBackend, type BackendName, type BackendReport } from './backend';
 import { NORMALIZATIONS, type ImageBackboneSpec } from './catalog';
 import { CompiledTfjsModel } from './compiled-tfjs';
 import { CompileError, compileLayersModel, type CompiledPlan } from './compiler';
-import { fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
+import { fetchModelArtifacts, writeAtomically, type HostAuth, type ModelArtifacts } from './download';
 import { TransferLearningError, errorMessage } from './errors';
-import { OnnxExecutor } from './onnx';
+import { calibrateRanges, compiledBase, OnnxExecutor, type Int8Ranges } from './onnx';
 import { checkLocalModelFile, isHttpUrl, type LocalFileAccess } from './paths';
-import { settings, type BackendChoice } from './settings';
+import { cosineAgreement, networkRanges, type Calibration, type Range } from './quantize';
+import { settings, type BackendChoice, type PrecisionChoice } from './settings';
+
+export type Precision = 'float32' | 'int8';
+
+/** Automatic keeps int8 only when its features point where float32's do, on average over the first batch. */
+export const PARITY_MIN_MEAN_COSINE = 0.95;
+
+/** A first batch smaller than this calibrates from the network's own ranges, where it has them. */
+const MIN_CALIBRATION_IMAGES = 8;
+
+/** How the int8 graph of a backbone was checked against float32, on its first batch of real images. */
+export interface Int8Parity {
+	calibration: Calibration;
+	/** Images the ranges came from (0: the network's own ranges). */
+	calibrationImages: number;
+	/** Images of the first batch both graphs ran on. */
+	images: number;
+	meanCosine: number;
+	minCosine: number;
+	passed: boolean;
+}
 
 /**
  * Runs a batch through a network and returns pooled features, image after image. `normalised`
@@ -30,6 +52,16 @@ export interface BackboneLoadOptions {
 	compile?: boolean;
 	/** Who may read a custom model given by path; see LocalFileAccess. */
 	fileAccess?: LocalFileAccess;
+	/** Default: TL_PRECISION. int8 needs ONNX Runtime; elsewhere the backbone runs in float32. */
+	precision?: PrecisionChoice;
+}
+
+/** What the int8 graph is built from, until the first batch decides whether it is used. */
+interface Int8Candidate {
+	plan: CompiledPlan;
+	artifacts: ModelArtifacts;
+	float: OnnxExecutor;
+	forced: boolean;
 }
 
 /**
@@ -43,13 +75,27 @@ export class Backbone {
 	private disposed = false;
 	private users = 0;
 	private retired = false;
+	private firstBatch?: Promise<Float32Array>;
+	private int8Parity?: Int8Parity;
 
 	private constructor(
 		readonly spec: ImageBackboneSpec,
 		readonly backend: BackendReport,
 		readonly featureSize: number,
-		private readonly executor: Executor,
+		private executor: Executor,
+		private currentPrecision: Precision | undefined,
+		private int8?: Int8Candidate,
 	) {}
+
+	/** float32 or int8; undefined until the first batch has run where int8 may be chosen. */
+	get precision(): Precision | undefined {
+		return this.currentPrecision;
+	}
+
+	/** How the int8 graph compared with float32, once the first batch has run. */
+	get parity(): Int8Parity | undefined {
+		return this.int8Parity;
+	}
 
 	static async load(spec: ImageBackboneSpec, options: BackboneLoadOptions = {}): Promise<Backbone> {
 		// A catalog address is local only through the mirror, which the administrator set.
@@ -60,6 +106,7 @@ export class Backbone {
 	/** A backbone from model files already in memory (the benchmark's synthetic model). */
 	static async fromArtifacts(spec: ImageBackboneSpec, artifacts: ModelArtifacts, options: BackboneLoadOptions = {}): Promise<Backbone> {
 		const choice = options.backend ?? settings().backend;
+		const precision = options.precision ?? settings().precision;
 		const format = spec.format === 'auto' ? detectFormat(artifacts) : spec.format;
 		const passedOver: string[] = [];
 		let plan: CompiledPlan | undefined;
@@ -87,8 +134,9 @@ export class Backbone {
 			const tfjs = await useBackend(choice === 'onnxruntime' ? 'auto' : choice);
 			executor = plan ? new CompiledTfjsExecutor(plan, tfjs.name) : await loadTfjs(artifacts, format, spec, tfjs.name);
 			const reasons = [...passedOver, ...(tfjs.fallbackReason ? [tfjs.fallbackReason] : [])];
+			if (precision === 'int8') reasons.push('int8 runs on ONNX Runtime only, so this backbone computes in float32');
 			report = { name: tfjs.name, ...(reasons.length && options.compile !== false ? { fallbackReason: reasons.join('; ') } : {}) };
-			if (report.fallbackReason && (choice === 'auto' || choice === 'onnxruntime')) {
+			if (report.fallbackReason && (choice === 'auto' || choice === 'onnxruntime' || precision === 'int8')) {
 				console.warn(`[transfer-learning] ${spec.id} runs on ${tfjs.name}: ${report.fallbackReason}`);
 			}
 		}
@@ -104,17 +152,89 @@ export class Backbone {
 				'Set the input size the model was trained with',
 			);
 		}
-		return new Backbone(spec, report!, featureSize, executor);
+		const int8 = executor instanceof OnnxExecutor && precision !== 'float32' ? { plan: plan!, artifacts, float: executor, forced: precision === 'int8' } : undefined;
+		return new Backbone(spec, report!, featureSize, executor, int8 ? undefined : 'float32', int8);
 	}
 
 	/** `images` are RGB bytes of `spec.inputSize`, as `decodeImage` returns them. */
 	async extract(images: Uint8Array[]): Promise<Float32Array[]> {
 		if (this.disposed) throw new Error('Backbone was disposed');
 		if (images.length === 0) return [];
-		const flat = await runImages(this.executor, this.spec, images);
-		const out: Float32Array[] = [];
-		for (let i = 0; i < images.length; i++) out.push(flat.slice(i * this.featureSize, (i + 1) * this.featureSize));
-		return out;
+		if (this.int8) {
+			if (this.firstBatch) {
+				// Batches that arrive while the first one decides the precision wait for its choice.
+				await this.firstBatch.catch(() => {});
+				return this.extract(images);
+			}
+			this.firstBatch = this.chooseInt8(images);
+			try {
+				return split(await this.firstBatch, this.featureSize, images.length);
+			} catch (error) {
+				// Forced int8 that failed: the next batch tries again.
+				this.firstBatch = undefined;
+				throw error;
+			}
+		}
+		return split(await runImages(this.executor, this.spec, images), this.featureSize, images.length);
+	}
+
+	/**
+	 * Builds the int8 graph (ranges cached per backbone in `compiled/`: from this first batch when
+	 * it is big enough, else from the network itself), runs both graphs on the batch and keeps int8
+	 * when asked to or when its features agree with float32's; returns the features of the precision kept.
+	 */
+	private async chooseInt8(images: Uint8Array[]): Promise<Float32Array> {
+		const { plan, artifacts, float, forced } = this.int8!;
+		const pixels = batchPixels(this.spec, images);
+		const normalization = NORMALIZATIONS[this.spec.normalization];
+		const file = `${compiledBase(this.spec, artifacts)}-int8-calibration.json`;
+		let saved = await readCalibration(file);
+		let floatFeatures: Float32Array;
+		let int8: OnnxExecutor | undefined;
+		try {
+			if (saved) {
+				floatFeatures = await float.run(pixels, images.length);
+			} else {
+				const measured = await calibrateRanges(plan, normalization, pixels, images.length);
+				floatFeatures = measured.features;
+				saved = { calibration: 'images', calibrationImages: images.length, ranges: measured.ranges };
+				if (images.length < MIN_CALIBRATION_IMAGES) {
+					try {
+						saved = { calibration: 'network', calibrationImages: 0, ranges: networkRanges(plan) };
+					} catch (error) {
+						if (!(error instanceof CompileError)) throw error;
+					}
+				}
+				await writeAtomically(file, Buffer.from(JSON.stringify({ calibration: saved.calibration, calibrationImages: saved.calibrationImages, ranges: [...saved.ranges] }))).catch(() => {});
+			}
+			int8 = await OnnxExecutor.create(plan, this.spec, artifacts, saved);
+			const int8Features = await int8.run(pixels, images.length);
+			const agreement = cosineAgreement(split(int8Features, this.featureSize, images.length), split(floatFeatures, this.featureSize, images.length));
+			const passed = agreement.mean >= PARITY_MIN_MEAN_COSINE;
+			this.int8Parity = { calibration: saved.calibration, calibrationImages: saved.calibrationImages, images: images.length, meanCosine: agreement.mean, minCosine: agreement.min, passed };
+			if (passed || forced) {
+				if (!passed) console.warn(`[transfer-learning] ${this.spec.id} runs in int8 as asked, though its features agree with float32 only to a mean cosine of ${agreement.mean.toFixed(3)}`);
+				this.executor = int8;
+				this.currentPrecision = 'int8';
+				float.dispose();
+				this.int8 = undefined;
+				return int8Features;
+			}
+			console.warn(`[transfer-learning] ${this.spec.id} runs in float32: its int8 features agree with float32 only to a mean cosine of ${agreement.mean.toFixed(3)} (${saved.calibration} calibration)`);
+			// The next process calibrates again, on its own first batch.
+			await fs.rm(file, { force: true }).catch(() => {});
+		} catch (error) {
+			if (forced) {
+				int8?.dispose();
+				throw error;
+			}
+			console.warn(`[transfer-learning] ${this.spec.id} runs in float32: the int8 graph failed (${errorMessage(error)})`);
+			floatFeatures ??= await float.run(pixels, images.length);
+		}
+		int8?.dispose();
+		this.int8 = undefined;
+		this.currentPrecision = 'float32';
+		return floatFeatures!;
 	}
 
 	/**
@@ -153,27 +273,45 @@ export class Backbone {
 		if (this.disposed) return;
 		this.disposed = true;
 		this.executor.dispose();
+		this.int8?.float.dispose();
 	}
 }
 
-/** Feeds decoded images to an executor in the form it takes; features come back flat. */
-async function runImages(executor: Executor, spec: ImageBackboneSpec, images: Uint8Array[]): Promise<Float32Array> {
+function batchPixels(spec: ImageBackboneSpec, images: Uint8Array[]): Uint8Array {
 	const { height, width } = spec.inputSize;
 	const pixels = height * width * 3;
 	images.forEach((image, i) => {
 		if (image.length !== pixels) throw new Error(`image ${i} has ${image.length} bytes, expected ${pixels}`);
 	});
-	if (executor.input === 'pixels') {
-		const batch = new Uint8Array(images.length * pixels);
-		images.forEach((image, i) => batch.set(image, i * pixels));
-		return executor.run(batch, images.length);
-	}
+	const batch = new Uint8Array(images.length * pixels);
+	images.forEach((image, i) => batch.set(image, i * pixels));
+	return batch;
+}
+
+/** Feeds decoded images to an executor in the form it takes; features come back flat. */
+async function runImages(executor: Executor, spec: ImageBackboneSpec, images: Uint8Array[]): Promise<Float32Array> {
+	const batch = batchPixels(spec, images);
+	if (executor.input === 'pixels') return executor.run(batch, images.length);
 	const { scale, offset } = NORMALIZATIONS[spec.normalization];
-	const batch = new Float32Array(images.length * pixels);
-	images.forEach((image, i) => {
-		for (let j = 0, base = i * pixels; j < pixels; j++) batch[base + j] = image[j] * scale + offset;
-	});
-	return executor.run(batch, images.length);
+	const normalised = new Float32Array(batch.length);
+	for (let j = 0; j < batch.length; j++) normalised[j] = batch[j] * scale + offset;
+	return executor.run(normalised, images.length);
+}
+
+function split(flat: Float32Array, size: number, count: number): Float32Array[] {
+	return Array.from({ length: count }, (_, i) => flat.slice(i * size, (i + 1) * size));
+}
+
+/** A calibration this package wrote, or undefined (absent, unreadable, or of another shape: calibrate again). */
+async function readCalibration(file: string): Promise<(Int8Ranges & { calibrationImages: number }) | undefined> {
+	try {
+		const raw = JSON.parse(await fs.readFile(file, 'utf8')) as { calibration: Calibration; calibrationImages: number; ranges: [string, Range][] };
+		if (!['images', 'network'].includes(raw.calibration) || !Array.isArray(raw.ranges)) return undefined;
+		if (!raw.ranges.every((r) => typeof r[0] === 'string' && r[1]?.length === 2 && r[1].every(Number.isFinite))) return undefined;
+		return { calibration: raw.calibration, calibrationImages: Number(raw.calibrationImages) || 0, ranges: new Map(raw.ranges) };
+	} catch {
+		return undefined;
+	}
 }
 
 /** TF.js executors switch the process-wide backend back to theirs: another node may have changed it. */

@@ -23,12 +23,22 @@ export type PlanOp =
 			/** [top, bottom, left, right] */
 			pads: [number, number, number, number];
 			activation: Activation;
+			/**
+			 * Per output channel, the mean and spread of the values before the activation, as the
+			 * batch normalisation folded into this convolution learned them: ranges for int8 without data.
+			 */
+			stats?: ChannelStats;
 	  }
 	| { kind: 'dense'; input: string; output: string; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array; activation: Activation }
 	| { kind: 'activation'; input: string; output: string; activation: Activation }
 	| { kind: 'add'; inputs: string[]; output: string; activation: Activation }
 	| { kind: 'globalAveragePool'; input: string; output: string }
 	| { kind: 'flatten'; input: string; output: string };
+
+export interface ChannelStats {
+	mean: Float32Array;
+	std: Float32Array;
+}
 
 /** Image in (NHWC, normalised), one feature vector per image out. */
 export interface CompiledPlan {
@@ -226,6 +236,7 @@ export function compileLayersModel(artifacts: ModelArtifacts, spec: ImageBackbon
 					for (let i = 0; i < producer.kernel.length; i++) producer.kernel[i] *= scale[i % channels];
 					producer.bias = producer.bias.map((b, i) => (b - mean[i]) * scale[i] + beta[i]);
 					producer.output = name;
+					producer.stats = { mean: Float32Array.from(beta), std: gamma.map(Math.abs) };
 					tensors.set(name, { name, shape: input!.shape });
 				} else {
 					throw new CompileError(`layer ${name}: batch normalisation that does not follow a convolution`);

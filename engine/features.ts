@@ -5,12 +5,13 @@ import { decodeImage, type ResizeMode } from './image';
 import { LruCache } from './lru';
 import type { LocalFileAccess } from './paths';
 import { sharePromise } from './memo';
-import { settings, type BackendChoice } from './settings';
+import { settings, type BackendChoice, type PrecisionChoice } from './settings';
 
 export interface LoadOptions {
 	auth?: HostAuth;
 	backend?: BackendChoice;
 	fileAccess?: LocalFileAccess;
+	precision?: PrecisionChoice;
 }
 
 // Backbones are tens of MB each; a handful covers every workflow of an instance. One that falls
@@ -20,11 +21,11 @@ const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
 });
 
 /**
- * Loads a backbone once per process, backend and credential (a private model is not served to a
+ * Loads a backbone once per process, backend, precision and credential (a private model is not served to a
  * caller without the credential that fetched it); later calls get the same instance.
  */
 export function loadBackbone(spec: ImageBackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
-	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}#${credentialKey(options.auth)}`;
+	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}:${options.precision ?? settings().precision}#${credentialKey(options.auth)}`;
 	return sharePromise(loaded, key, () => Backbone.load(spec, options));
 }
 

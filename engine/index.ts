@@ -7,6 +7,7 @@
  *   await saveTrainedModel(new ModelStore(), 'parcels', trained, backbone.spec, { resizeMode: 'centreCrop', l2Normalize: false });
  *   classify((await new ModelStore().load('parcels')).head, moreFeatures);
  */
+import type { Precision } from './backbone';
 import type { BackboneSpec } from './catalog';
 import type { TrainingResult } from './head';
 import { IMAGE_VIEWS, type ResizeMode } from './image';
@@ -15,7 +16,7 @@ import type { ModelStore } from './store';
 import { version as packageVersion } from '../package.json';
 
 export { useBackend, type BackendReport, type BackendName } from './backend';
-export { Backbone } from './backbone';
+export { Backbone, type Int8Parity, type Precision } from './backbone';
 export * from './catalog';
 export { classify, UNKNOWN_LABEL, type Prediction } from './classifier';
 export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
@@ -42,7 +43,7 @@ export {
 export type { LocalFileAccess } from './paths';
 export { classifyViews, extractViewFeatures } from './views';
 export { ModelStore, type VersionRef } from './store';
-export { settings, type BackendChoice } from './settings';
+export { settings, type BackendChoice, type PrecisionChoice } from './settings';
 export { embedTexts, loadTextEncoder, SharedTextEncoder, type TextEncoder, type TextLoadOptions } from './text/encoder';
 export { hubRepoProblem } from './text/hf-files';
 export { MAX_TOKENS as MAX_TEXT_TOKENS } from './text/use-lite';
@@ -54,7 +55,7 @@ export async function saveTrainedModel(
 	name: string,
 	trained: TrainingResult,
 	backbone: BackboneSpec,
-	preprocessing: { resizeMode?: ResizeMode; l2Normalize: boolean },
+	preprocessing: { resizeMode?: ResizeMode; l2Normalize: boolean; precision?: Precision },
 ): Promise<TrainedModel> {
 	const manifest = await store.save(name, {
 		manifest: {
@@ -66,6 +67,7 @@ export async function saveTrainedModel(
 			...(preprocessing.resizeMode ? { resizeMode: preprocessing.resizeMode } : {}),
 			// The solver may have chosen unit-length inputs; Classify then normalises too.
 			l2Normalize: preprocessing.l2Normalize || (trained.head.l2Normalize ?? false),
+			...(preprocessing.precision ? { precision: preprocessing.precision } : {}),
 			labels: trained.head.labels,
 			featureSize: trained.head.featureSize,
 			metrics: trained.metrics,

@@ -13,6 +13,7 @@ import {
 import { UNKNOWN_LABEL } from './classifier';
 import { hubTextSpecProblem } from './text/hf-catalog';
 import { TransferLearningError } from './errors';
+import type { Precision } from './backbone';
 import type { EpochRecord, Head, SolverReport, TrainingOptions } from './head';
 import { IMAGE_VIEWS, type ImageView, type ResizeMode } from './image';
 import type { Metrics } from './metrics';
@@ -40,6 +41,8 @@ export interface ModelManifest {
 	resizeMode?: ResizeMode;
 	/** Whether features were L2-normalised before the head (a model trained on normalised features needs them). */
 	l2Normalize: boolean;
+	/** Images only: the numbers the backbone computed the training features with; Classify uses the same. Absent: float32. */
+	precision?: Precision;
 	labels: string[];
 	featureSize: number;
 	metrics: Metrics;
@@ -68,13 +71,15 @@ export interface FeatureSource {
 	resizeMode?: ResizeMode;
 	/** Whether the vectors were scaled to length 1. */
 	l2Normalize: boolean;
+	/** Images: what the backbone computed in. Absent: float32. */
+	precision?: Precision;
 }
 
 export function featureSourceOf(manifest: ModelManifest): FeatureSource {
-	return { backbone: manifest.backbone, ...(manifest.resizeMode ? { resizeMode: manifest.resizeMode } : {}), l2Normalize: manifest.l2Normalize };
+	return { backbone: manifest.backbone, ...(manifest.resizeMode ? { resizeMode: manifest.resizeMode } : {}), l2Normalize: manifest.l2Normalize, ...(manifest.precision ? { precision: manifest.precision } : {}) };
 }
 
-/** Equal exactly when the two give the same vectors for the same image. */
+/** Equal exactly when the two give the same vectors for the same image, up to int8's rounding (precision is left out). */
 export function featureSourceKey(source: FeatureSource): string {
 	return JSON.stringify([backboneKey(source.backbone), source.resizeMode, source.l2Normalize]);
 }
@@ -158,7 +163,7 @@ function checkResizeMode(value: { backbone: BackboneSpec; resizeMode?: ResizeMod
 }
 
 const featureSourceSchema = z
-	.object({ backbone: backboneSchema, resizeMode: resizeModeSchema.optional(), l2Normalize: z.boolean() })
+	.object({ backbone: backboneSchema, resizeMode: resizeModeSchema.optional(), l2Normalize: z.boolean(), precision: z.enum(['float32', 'int8']).optional() })
 	.superRefine(checkResizeMode);
 
 /** Reads a feature source from item data, which anything upstream may have changed. */
@@ -228,6 +233,7 @@ const manifestSchema = z
 		backbone: backboneSchema,
 		resizeMode: resizeModeSchema.optional(),
 		l2Normalize: z.boolean(),
+		precision: z.enum(['float32', 'int8']).optional(),
 		labels: z
 			.array(z.string().superRefine((label, ctx) => {
 				const problem = labelProblem(label);

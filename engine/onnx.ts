@@ -8,6 +8,7 @@ import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from './download';
 import { errorMessage } from './errors';
+import { activationParams, pixelParams, quantizeBias, quantizeWeights, quantizedTensors, RangeTracker, type Calibration, type Range } from './quantize';
 import { settings } from './settings';
 
 /**
@@ -15,7 +16,15 @@ import { settings } from './settings';
  * uint8 NHWC; the graph converts, transposes and normalises them itself (ONNX Runtime's threads are
  * faster at it than a JS loop). The output is `features` [batch, featureSize].
  */
-function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Array {
+export interface GraphOptions {
+	/** Present: the int8 graph, with these activation ranges (every tensor quantizedTensors names). */
+	ranges?: Map<string, Range>;
+	/** Float tensors of the plan to add as graph outputs, by plan name (to calibrate on). */
+	expose?: string[];
+}
+
+export function planToOnnx(plan: CompiledPlan, normalization: Normalization, options: GraphOptions = {}): Uint8Array {
+	const { ranges } = options;
 	const nodes: onnx.INodeProto[] = [];
 	const initializers: onnx.ITensorProto[] = [];
 	let counter = 0;
@@ -28,9 +37,41 @@ function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Arra
 		if (!name) throw new CompileError(`tensor ${tensor} is used before it is computed`);
 		return name;
 	};
-	const initializer = (name: string, dims: number[], values: Float32Array) => {
-		initializers.push({ name, dims, dataType: onnx.TensorProto.DataType.FLOAT, rawData: new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength)) });
+	const initializer = (name: string, dims: number[], values: Float32Array | Int8Array | Uint8Array | Int32Array) => {
+		const dataType =
+			values instanceof Float32Array ? onnx.TensorProto.DataType.FLOAT
+			: values instanceof Int8Array ? onnx.TensorProto.DataType.INT8
+			: values instanceof Uint8Array ? onnx.TensorProto.DataType.UINT8
+			: onnx.TensorProto.DataType.INT32;
+		initializers.push({ name, dims, dataType, rawData: new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength)) });
 		return name;
+	};
+	/** The scale each quantized tensor was given, for the int32 bias of the convolution reading it. */
+	const scales = new Map<string, number>();
+	/**
+	 * QuantizeLinear then DequantizeLinear on `tensor` (a float graph name): ONNX Runtime fuses each
+	 * such pair around a convolution or sum into one integer kernel. Returns the name to read.
+	 */
+	const quantize = (planName: string, tensor: string): string => {
+		const range = ranges!.get(planName);
+		if (!range) throw new CompileError(`tensor ${planName} has no calibrated range`);
+		const { scale, zeroPoint } = activationParams(range);
+		scales.set(planName, scale);
+		const s = initializer(fresh(`${planName}_scale`), [], Float32Array.of(scale));
+		const z = initializer(fresh(`${planName}_zero`), [], Uint8Array.of(zeroPoint));
+		const q = fresh(`${planName}_q`);
+		const dq = fresh(`${planName}_dq`);
+		nodes.push({ opType: 'QuantizeLinear', input: [tensor, s, z], output: [q] }, { opType: 'DequantizeLinear', input: [q, s, z], output: [dq] });
+		return dq;
+	};
+	/** A per-channel (axis 0) integer initializer read back as float. */
+	const dequantized = (base: string, dims: number[], values: Int8Array | Int32Array, channelScales: Float32Array): string => {
+		const q = initializer(fresh(`${base}_q`), dims, values);
+		const s = initializer(fresh(`${base}_scale`), [channelScales.length], channelScales);
+		const z = initializer(fresh(`${base}_zero`), [channelScales.length], values instanceof Int8Array ? new Int8Array(channelScales.length) : new Int32Array(channelScales.length));
+		const out = fresh(base);
+		nodes.push({ opType: 'DequantizeLinear', input: [q, s, z], output: [out], attribute: [int('axis', 0)] });
+		return out;
 	};
 	const int = (name: string, i: number): onnx.IAttributeProto => ({ name, i, type: onnx.AttributeProto.AttributeType.INT });
 	const ints = (name: string, values: number[]): onnx.IAttributeProto => ({ name, ints: values, type: onnx.AttributeProto.AttributeType.INTS });
@@ -61,14 +102,26 @@ function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Arra
 		}
 	};
 
-	initializer(scaleName, [], Float32Array.of(normalization.scale));
-	initializer(offsetName, [], Float32Array.of(normalization.offset));
-	nodes.push(
-		{ opType: 'Cast', input: ['pixels'], output: ['pixels_float'], attribute: [int('to', onnx.TensorProto.DataType.FLOAT)] },
-		{ opType: 'Transpose', input: ['pixels_float'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
-		{ opType: 'Mul', input: ['pixels_nchw', scaleName], output: ['pixels_scaled'] },
-		{ opType: 'Add', input: ['pixels_scaled', offsetName], output: ['images'] },
-	);
+	if (ranges) {
+		// The pixels are already uint8 at the normalisation's scale: transposed, they are the first
+		// convolution's quantized input, with no float pass over the batch.
+		const { scale, zeroPoint } = pixelParams(normalization);
+		scales.set(plan.input, scale);
+		nodes.push(
+			{ opType: 'Transpose', input: ['pixels'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
+			{ opType: 'DequantizeLinear', input: ['pixels_nchw', initializer(scaleName, [], Float32Array.of(scale)), initializer(offsetName, [], Uint8Array.of(zeroPoint))], output: ['images'] },
+		);
+	} else {
+		initializer(scaleName, [], Float32Array.of(normalization.scale));
+		initializer(offsetName, [], Float32Array.of(normalization.offset));
+		nodes.push(
+			{ opType: 'Cast', input: ['pixels'], output: ['pixels_float'], attribute: [int('to', onnx.TensorProto.DataType.FLOAT)] },
+			{ opType: 'Transpose', input: ['pixels_float'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
+			{ opType: 'Mul', input: ['pixels_nchw', scaleName], output: ['pixels_scaled'] },
+			{ opType: 'Add', input: ['pixels_scaled', offsetName], output: ['images'] },
+		);
+	}
+	const exposed: string[] = [];
 	for (const op of plan.ops) {
 		const output = fresh(op.output);
 		switch (op.kind) {
@@ -85,8 +138,18 @@ function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Arra
 								const source = op.depthwise ? (y * kw + x) * cin + o : ((y * kw + x) * cin + i) * cout + o;
 								weights[((o * inPerGroup + i) * kh + y) * kw + x] = op.kernel[source];
 							}
-				const w = initializer(fresh(`${op.output}_w`), [outChannels, inPerGroup, kh, kw], weights);
-				const b = initializer(fresh(`${op.output}_b`), [outChannels], op.bias);
+				const dims = [outChannels, inPerGroup, kh, kw];
+				let w: string;
+				let b: string;
+				if (ranges) {
+					const quantized = quantizeWeights(weights, outChannels);
+					const bias = quantizeBias(op.bias, scales.get(op.input)!, quantized.scales);
+					w = dequantized(`${op.output}_w`, dims, quantized.values, quantized.scales);
+					b = dequantized(`${op.output}_b`, [outChannels], bias.values, bias.scales);
+				} else {
+					w = initializer(fresh(`${op.output}_w`), dims, weights);
+					b = initializer(fresh(`${op.output}_b`), [outChannels], op.bias);
+				}
 				const [top, bottom, left, right] = op.pads;
 				const convOut = op.activation === 'linear' ? output : fresh(`${op.output}_conv`);
 				nodes.push({
@@ -111,7 +174,8 @@ function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Arra
 				break;
 			case 'add': {
 				const sumOut = op.activation === 'linear' ? output : fresh(`${op.output}_sum`);
-				nodes.push({ opType: 'Sum', input: op.inputs.map(nameOf), output: [sumOut] });
+				// Add, not Sum, for two: ONNX Runtime has an integer kernel for Add only.
+				nodes.push({ opType: op.inputs.length === 2 ? 'Add' : 'Sum', input: op.inputs.map(nameOf), output: [sumOut] });
 				if (op.activation !== 'linear') activate(sumOut, op.activation, output);
 				break;
 			}
@@ -126,7 +190,8 @@ function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Arra
 				nodes.push({ opType: 'Flatten', input: [nameOf(op.input)], output: [output], attribute: [int('axis', 1)] });
 				break;
 		}
-		names.set(op.output, output);
+		names.set(op.output, ranges && op.kind !== 'globalAveragePool' && op.kind !== 'flatten' && op.kind !== 'dense' ? quantize(op.output, output) : output);
+		if (options.expose?.includes(op.output)) exposed.push(output);
 	}
 	nodes.push({ opType: 'Identity', input: [nameOf(plan.output)], output: ['features'] });
 	const [h, w, c] = plan.inputShape;
@@ -145,7 +210,7 @@ function planToOnnx(plan: CompiledPlan, normalization: Normalization): Uint8Arra
 			node: nodes,
 			initializer: initializers,
 			input: [{ name: 'pixels', type: tensorType(['batch', h, w, c], onnx.TensorProto.DataType.UINT8) }],
-			output: [{ name: 'features', type: tensorType(['batch', plan.featureSize]) }],
+			output: [{ name: 'features', type: tensorType(['batch', plan.featureSize]) }, ...exposed.map((name) => ({ name, type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT } } }))],
 		},
 	});
 	return onnx.ModelProto.encode(model).finish();
@@ -160,11 +225,34 @@ function onnxRuntime(): typeof Ort {
 }
 
 /** Bump when planToOnnx changes what it writes, so cached files are rebuilt. */
-const COMPILER_VERSION = 3;
+const COMPILER_VERSION = 5;
+
+/** An int8 graph's activation ranges and where they came from. */
+export interface Int8Ranges {
+	ranges: Map<string, Range>;
+	calibration: Calibration;
+}
+
+function sessionOptions(): Ort.InferenceSession.SessionOptions {
+	return {
+		executionProviders: ['cpu'],
+		intraOpNumThreads: settings().onnxThreads,
+		graphOptimizationLevel: 'all',
+		// Spinning worker threads would take the cores that sharp needs to decode the next batch.
+		extra: { session: { intra_op: { allow_spinning: '0' } } },
+	};
+}
+
+/** The compiled graph's cache file, without extension: backbone, weights, compiler version. */
+export function compiledBase(spec: ImageBackboneSpec, artifacts: ModelArtifacts): string {
+	const hash = crypto.createHash('sha256').update(`${COMPILER_VERSION}:${backboneKey(spec)}`).update(new Uint8Array(artifacts.weightData)).digest('hex').slice(0, 16);
+	return path.join(settings().modelCacheDir, 'compiled', `${spec.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(-80)}-${hash}`);
+}
 
 /**
- * Runs a compiled plan on ONNX Runtime's CPU engine. The ONNX file is cached in the model cache
- * (`compiled/`), keyed by the backbone and a hash of its weights.
+ * Runs a compiled plan on ONNX Runtime's CPU engine, in float32 or, given activation ranges, int8.
+ * The ONNX file is cached in the model cache (`compiled/`), keyed by the backbone, a hash of its
+ * weights and, for int8, of the ranges.
  */
 export class OnnxExecutor {
 	readonly input = 'pixels';
@@ -174,24 +262,17 @@ export class OnnxExecutor {
 		private readonly plan: CompiledPlan,
 	) {}
 
-	static async create(plan: CompiledPlan, spec: ImageBackboneSpec, artifacts: ModelArtifacts): Promise<OnnxExecutor> {
+	static async create(plan: CompiledPlan, spec: ImageBackboneSpec, artifacts: ModelArtifacts, int8?: Int8Ranges): Promise<OnnxExecutor> {
 		const ort = onnxRuntime();
-		const hash = crypto.createHash('sha256').update(`${COMPILER_VERSION}:${backboneKey(spec)}`).update(new Uint8Array(artifacts.weightData)).digest('hex').slice(0, 16);
-		const file = path.join(settings().modelCacheDir, 'compiled', `${spec.id.replace(/[^A-Za-z0-9._-]/g, '_').slice(-80)}-${hash}.onnx`);
+		const rangesHash = int8 && crypto.createHash('sha256').update(JSON.stringify([...int8.ranges])).digest('hex').slice(0, 12);
+		const file = `${compiledBase(spec, artifacts)}${int8 ? `-int8-${int8.calibration}-${rangesHash}` : ''}.onnx`;
 		let bytes: Uint8Array | undefined = await fs.readFile(file).catch(() => undefined);
 		if (!bytes) {
-			bytes = planToOnnx(plan, NORMALIZATIONS[spec.normalization]);
+			bytes = planToOnnx(plan, NORMALIZATIONS[spec.normalization], { ranges: int8?.ranges });
 			// A read-only cache only costs the compile next time (a few tens of milliseconds).
 			await writeAtomically(file, Buffer.from(bytes)).catch(() => {});
 		}
-		const session = await ort.InferenceSession.create(bytes, {
-			executionProviders: ['cpu'],
-			intraOpNumThreads: settings().onnxThreads,
-			graphOptimizationLevel: 'all',
-			// Spinning worker threads would take the cores that sharp needs to decode the next batch.
-			extra: { session: { intra_op: { allow_spinning: '0' } } },
-		});
-		return new OnnxExecutor(session, plan);
+		return new OnnxExecutor(await ort.InferenceSession.create(bytes, sessionOptions()), plan);
 	}
 
 	async run(input: Uint8Array, batch: number): Promise<Float32Array> {
@@ -203,5 +284,24 @@ export class OnnxExecutor {
 
 	dispose(): void {
 		this.session.release().catch((error: unknown) => console.warn(`[transfer-learning] could not release an ONNX Runtime session: ${errorMessage(error)}`));
+	}
+}
+
+/**
+ * The float32 features of a batch of decoded images (RGB bytes, the plan's input size, back to
+ * back) and the [min, max] each tensor the int8 graph quantizes took on it.
+ */
+export async function calibrateRanges(plan: CompiledPlan, normalization: Normalization, pixels: Uint8Array, count: number): Promise<{ features: Float32Array; ranges: Map<string, Range> }> {
+	const ort = onnxRuntime();
+	const tensors = quantizedTensors(plan);
+	const session = await ort.InferenceSession.create(planToOnnx(plan, normalization, { expose: tensors }), sessionOptions());
+	try {
+		const [h, w, c] = plan.inputShape;
+		const result = await session.run({ pixels: new ort.Tensor('uint8', pixels, [count, h, w, c]) });
+		const tracker = new RangeTracker();
+		session.outputNames.slice(1).forEach((name, i) => tracker.add(tensors[i], result[name].data as Float32Array));
+		return { features: result.features.data as Float32Array, ranges: tracker.ranges };
+	} finally {
+		await session.release();
 	}
 }

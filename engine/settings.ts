@@ -4,6 +4,9 @@ import * as path from 'node:path';
 
 export type BackendChoice = 'auto' | 'onnxruntime' | 'tensorflow' | 'wasm' | 'cpu';
 
+/** `auto`: int8 where ONNX Runtime runs and the int8 features agree with float32 ones, else float32. */
+export type PrecisionChoice = 'auto' | 'float32' | 'int8';
+
 /**
  * Where models come from and go to, read from the environment at every call so that a change
  * (or a test) takes effect without reloading the package. One place for every knob, like
@@ -17,6 +20,8 @@ export interface Settings {
 	/** Folder or http(s) base URL that replaces `https://storage.googleapis.com/`. */
 	mirror?: string;
 	backend: BackendChoice;
+	/** TL_PRECISION: the numbers image backbones compute with. */
+	precision: PrecisionChoice;
 	/** ONNX Runtime's intra-op threads. */
 	onnxThreads: number;
 	/** Per model file (model.json or one weight shard): size cap and whole-download deadline. */
@@ -111,11 +116,14 @@ export function settings(): Settings {
 	if (!['auto', 'onnxruntime', 'tensorflow', 'wasm', 'cpu'].includes(backend)) {
 		throw new Error(`TL_BACKEND must be auto, onnxruntime, tensorflow, wasm or cpu, got "${backend}"`);
 	}
+	const precision = (process.env.TL_PRECISION || 'auto') as PrecisionChoice;
+	if (!['auto', 'float32', 'int8'].includes(precision)) throw new Error(`TL_PRECISION must be auto, float32 or int8, got "${precision}"`);
 	return {
 		modelStoreDir: process.env.TL_MODEL_STORE || path.join(base, 'models'),
 		modelCacheDir: process.env.TL_MODEL_CACHE || path.join(base, 'cache'),
 		mirror: process.env.TL_MODEL_MIRROR || undefined,
 		backend,
+		precision,
 		onnxThreads: positiveNumber('TL_ONNX_THREADS', os.availableParallelism()),
 		maxDownloadBytes: positiveNumber('TL_MAX_DOWNLOAD_MB', 512) * 1024 * 1024,
 		downloadTimeoutMs: positiveNumber('TL_DOWNLOAD_TIMEOUT_S', 300) * 1000,

@@ -1,6 +1,8 @@
 /**
  * Speed and memory of feature extraction, classification and head training.
  *   npm run bench [-- --json] [--quick] [--text-only] [--synthetic-mobilenet-v2-1.0]
+ * ONNX Runtime rows come in float32 and int8 (calibrated on 16 flowers5 photos), each int8 row
+ * with its ratio to the float32 row; Classify latency is measured in both.
  * Every image speed is also a ratio to a baseline measured in the same run: the backbone's Keras
  * layers model as TF.js loads it, `model.predict` on the wasm backend, batch 16. Every text speed
  * is a ratio to Universal Sentence Encoder Lite on one wasm thread, batch 32. With --json the last
@@ -16,6 +18,7 @@ import {
 	Backbone,
 	catalogBackbone,
 	classify,
+	decodeImage,
 	embedTexts,
 	extractFeatures,
 	l2Normalize,
@@ -27,7 +30,7 @@ import {
 	type BackendChoice,
 	type TextEncoder,
 } from '../engine';
-import type { BackboneLoadOptions } from '../engine/backbone';
+import type { BackboneLoadOptions, Precision } from '../engine/backbone';
 import { UseLiteEncoder } from '../engine/text/use-lite';
 import { UseLitePool } from '../engine/text/use-lite-pool';
 import { readDataset } from './dataset';
@@ -40,6 +43,8 @@ process.env.TL_MODEL_MIRROR ??= path.join(DATA_DIR, 'mirror');
 
 const BACKBONES = ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224'];
 const BACKENDS: BackendChoice[] = ['onnxruntime', 'tensorflow', 'wasm', 'cpu'];
+/** float32 and int8 on ONNX Runtime take turns this many times; each keeps its best. */
+const ROUNDS = 3;
 
 interface ImageRow {
 	inputType: 'image';
@@ -47,8 +52,12 @@ interface ImageRow {
 	backend: string;
 	batch: number;
 	mode: 'end-to-end' | 'model-only';
+	/** int8 only on ONNX Runtime, calibrated on 16 flowers5 photos first. */
+	precision: Precision;
 	imagesPerSecond: number;
 	ratioToBaseline: number;
+	/** int8 rows: to the float32 row of the same backbone, batch and mode. */
+	ratioToFloat32?: number;
 }
 
 /** Texts through `embedTexts`: tokenising, encoding, copying the vectors out. */
@@ -188,6 +197,7 @@ async function main() {
 	for (const { spec, load } of candidates) {
 		const id = spec.id;
 		const { height, width } = spec.inputSize;
+		const calibration = await Promise.all(jpegs.slice(0, 16).map((j) => decodeImage(j, spec.inputSize, 'centreCrop', 50_000_000)));
 		// Baseline: the layers model as TF.js loads it, predict on wasm, batch 16.
 		const plain = await load({ backend: 'wasm', compile: false });
 		const images16 = Array.from({ length: 16 }, () => new Uint8Array(height * width * 3).fill(128));
@@ -195,56 +205,87 @@ async function main() {
 		plain.dispose();
 		log(`\n${id}: baseline (layers model, wasm, batch 16) ${baseline.toFixed(1)} images/s`);
 		for (const choice of BACKENDS) {
-			const backbone = await load({ backend: choice }).catch(() => undefined);
-			if (!backbone || backbone.backend.name !== choice) {
-				backbone?.dispose();
-				log(`  ${choice}: not available${backbone?.backend.fallbackReason ? ` (${backbone.backend.fallbackReason})` : ''}`);
-				continue;
+			// ONNX Runtime runs both precisions, measured in turns (best of ROUNDS each) so that
+			// a burst of load elsewhere on the machine does not land on one of them only.
+			const loaded: { precision: Precision; backbone: Backbone }[] = [];
+			for (const precision of choice === 'onnxruntime' ? (['float32', 'int8'] as const) : (['float32'] as const)) {
+				const backbone = await load({ backend: choice, precision }).catch(() => undefined);
+				if (!backbone || backbone.backend.name !== choice) {
+					backbone?.dispose();
+					log(`  ${choice}: not available${backbone?.backend.fallbackReason ? ` (${backbone.backend.fallbackReason})` : ''}`);
+					break;
+				}
+				// The first batch calibrates int8 (and checks it against float32): real photos, not grey.
+				await backbone.extract(calibration);
+				if (backbone.precision !== precision) throw new Error(`${id} ran in ${backbone.precision}, not ${precision}`);
+				if (backbone.parity) log(`  int8 calibrated on ${backbone.parity.calibrationImages} photos (${backbone.parity.calibration}); mean cosine to float32 ${backbone.parity.meanCosine.toFixed(3)}`);
+				loaded.push({ precision, backbone });
 			}
+			if (!loaded.length) continue;
 			available.add(choice);
 			// The plain-JS backend is ~100x slower: a shorter run says as much.
 			const budget = choice === 'cpu' ? Math.min(seconds, 1) : seconds;
+			const rounds = loaded.length > 1 ? ROUNDS : 1;
 			for (const batch of [1, 16]) {
 				const images = Array.from({ length: batch }, () => new Uint8Array(height * width * 3).fill(128));
-				const modelOnly = await rate(batch, () => backbone.extract(images), budget);
-				let next = 0;
 				const sliceSize = choice === 'cpu' ? batch : Math.max(batch, 64);
-				const endToEnd = await rate(
-					sliceSize,
-					() => {
-						const slice = Array.from({ length: sliceSize }, () => jpegs[next++ % jpegs.length]);
-						return extractFeatures(backbone, slice, { batchSize: batch });
-					},
-					budget,
-				);
-				for (const [mode, value] of [['model-only', modelOnly], ['end-to-end', endToEnd]] as const) {
-					results.push({ inputType: 'image', backbone: id, backend: choice, batch, mode, imagesPerSecond: value, ratioToBaseline: value / baseline });
-					log(`  ${choice.padEnd(11)} batch ${String(batch).padStart(2)} ${mode.padEnd(10)} ${value.toFixed(1).padStart(7)} images/s  ${(value / baseline).toFixed(2).padStart(6)}x`);
+				let next = 0;
+				const modes = {
+					'model-only': (backbone: Backbone) => rate(batch, () => backbone.extract(images), budget / rounds),
+					'end-to-end': (backbone: Backbone) =>
+						rate(
+							sliceSize,
+							() => extractFeatures(backbone, Array.from({ length: sliceSize }, () => jpegs[next++ % jpegs.length]), { batchSize: batch }),
+							budget / rounds,
+						),
+				};
+				for (const mode of ['model-only', 'end-to-end'] as const) {
+					const best = new Map<Precision, number>();
+					for (let round = 0; round < rounds; round++) {
+						for (const { precision, backbone } of loaded) best.set(precision, Math.max(best.get(precision) ?? 0, await modes[mode](backbone)));
+					}
+					for (const [precision, value] of best) {
+						const ratioToFloat32 = precision === 'int8' ? value / best.get('float32')! : undefined;
+						results.push({ inputType: 'image', backbone: id, backend: choice, batch, mode, precision, imagesPerSecond: value, ratioToBaseline: value / baseline, ...(ratioToFloat32 ? { ratioToFloat32 } : {}) });
+						log(
+							`  ${`${choice} ${precision}`.padEnd(19)} batch ${String(batch).padStart(2)} ${mode.padEnd(10)} ${value.toFixed(1).padStart(7)} images/s  ${(value / baseline).toFixed(2).padStart(6)}x` +
+								(ratioToFloat32 ? `  ${ratioToFloat32.toFixed(2)}x float32` : ''),
+						);
+					}
 				}
 			}
-			backbone.dispose();
+			loaded.forEach(({ backbone }) => backbone.dispose());
 		}
 	}
 
-	// Classify: one webhook image at a time, warm, with the best backend, MobileNet v1 0.75.
+	// Classify: one webhook image at a time, warm, with the best backend, MobileNet v1 0.75, in each
+	// precision it runs (the head trained on features of the same precision, as Fine-Tune Head does).
 	const best = BACKENDS.find((b) => available.has(b))!;
-	const classifier = await Backbone.load(catalogBackbone('mobilenet_v1_0.75_224'), { backend: best });
 	const train = flowers.filter((e) => e.split === 'train');
-	const trainFeatures = (await extractFeatures(classifier, train.map((e) => readFileSync(e.file)))) as Float32Array[];
-	const { head } = await trainHead(trainFeatures, train.map((e) => e.label));
-	const classifyOne = async (i: number) => {
-		const [features] = (await extractFeatures(classifier, [jpegs[i % jpegs.length]])) as Float32Array[];
-		return classify(head, [features]);
-	};
-	for (let i = 0; i < 20; i++) await classifyOne(i);
-	const latencies: number[] = [];
-	for (let i = 0; i < 300; i++) {
-		const started = performance.now();
-		await classifyOne(i);
-		latencies.push(performance.now() - started);
+	const trainBytes = train.map((e) => readFileSync(e.file));
+	const classifyLatencyMs: Partial<Record<Precision, { p50: number; p99: number }>> = {};
+	let classifier: Backbone | undefined;
+	let classifyOne: (i: number) => Promise<unknown> = async () => {};
+	for (const precision of best === 'onnxruntime' ? (['int8', 'float32'] as const) : (['float32'] as const)) {
+		classifier?.dispose();
+		const backbone = await Backbone.load(catalogBackbone('mobilenet_v1_0.75_224'), { backend: best, precision });
+		classifier = backbone;
+		const trainFeatures = (await extractFeatures(backbone, trainBytes)) as Float32Array[];
+		const { head } = await trainHead(trainFeatures, train.map((e) => e.label));
+		classifyOne = async (i: number) => {
+			const [features] = (await extractFeatures(backbone, [jpegs[i % jpegs.length]])) as Float32Array[];
+			return classify(head, [features]);
+		};
+		for (let i = 0; i < 20; i++) await classifyOne(i);
+		const latencies: number[] = [];
+		for (let i = 0; i < 300; i++) {
+			const started = performance.now();
+			await classifyOne(i);
+			latencies.push(performance.now() - started);
+		}
+		classifyLatencyMs[precision] = { p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+		log(`\nClassify one image (mobilenet_v1_0.75_224, ${best}, ${precision}, warm): p50 ${classifyLatencyMs[precision]!.p50.toFixed(2)} ms, p99 ${classifyLatencyMs[precision]!.p99.toFixed(2)} ms`);
 	}
-	const classifyLatencyMs = { p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
-	log(`\nClassify one image (mobilenet_v1_0.75_224, ${best}, warm): p50 ${classifyLatencyMs.p50.toFixed(2)} ms, p99 ${classifyLatencyMs.p99.toFixed(2)} ms`);
 
 	// Memory over 1000 classifications: TF.js tensors must not grow; RSS is reported.
 	const tensorsBefore = tf.memory().numTensors;
@@ -253,11 +294,11 @@ async function main() {
 	const tensorsAfter1000 = tf.memory().numTensors - tensorsBefore;
 	const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 1e6;
 	log(`1000 classifications: tensor count change ${tensorsAfter1000}, RSS change ${rssGrowthMb.toFixed(1)} MB`);
-	classifier.dispose();
+	classifier!.dispose();
 
 	// Head training: 1000 real 1280-d features (flowers5 through MobileNetV2 0.35: the photos,
 	// their mirror images and 200 centre crops), 5 classes, default options.
-	const v2 = await Backbone.load(catalogBackbone('mobilenet_v2_0.35_224'), { backend: best });
+	const v2 = await Backbone.load(catalogBackbone('mobilenet_v2_0.35_224'), { backend: best, precision: 'float32' });
 	const flipped = await Promise.all(jpegs.map((j) => sharp(j).flop().jpeg().toBuffer()));
 	const cropped = await Promise.all(
 		jpegs.slice(0, 200).map(async (j) => {

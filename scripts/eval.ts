@@ -1,7 +1,7 @@
 /**
  * Trains a head on a dataset's `train` split and scores it on its `test` split.
- *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--hidden N] [--seed S] [--seeds N]
- *     [--per-class N] [--augment] [--tta] [--solver auto|miniBatch]
+ *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--precision auto|float32|int8] [--hidden N]
+ *     [--seed S] [--seeds N] [--per-class N] [--augment] [--tta] [--solver auto|miniBatch]
  * With --seeds N it trains N heads (seeds S, S+1, ...) on features extracted once, and reports the
  * mean and spread: one run's figure moves by an image or two with the seed. --per-class N trains
  * each seed on another N images per class of the train split. --augment trains on every view of
@@ -16,7 +16,7 @@ import { extractFeatures, loadBackbone } from '../engine/features';
 import { argMax, predictHead, trainHead, type TrainingOptions } from '../engine/head';
 import { computeMetrics } from '../engine/metrics';
 import { seededRandom } from '../engine/random';
-import type { BackendChoice } from '../engine/settings';
+import type { BackendChoice, PrecisionChoice } from '../engine/settings';
 import { averageProbabilities, extractViewFeatures } from '../engine/views';
 import { readDataset, type LabelledImage } from './dataset';
 import { describeSpread, mean, seedsOf, summarise } from './eval-seeds';
@@ -29,6 +29,7 @@ async function main() {
 			data: { type: 'string' },
 			backbone: { type: 'string', default: DEFAULT_BACKBONE },
 			backend: { type: 'string' },
+			precision: { type: 'string' },
 			hidden: { type: 'string', default: '0' },
 			seed: { type: 'string', default: '42' },
 			seeds: { type: 'string', default: '1' },
@@ -44,7 +45,8 @@ async function main() {
 	const examples = readDataset(values.data);
 	const train = examples.filter((e) => e.split === 'train');
 	const test = examples.filter((e) => e.split === 'test');
-	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined });
+	if (values.precision && !['auto', 'float32', 'int8'].includes(values.precision)) throw new Error('--precision must be auto, float32 or int8');
+	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined, precision: values.precision as PrecisionChoice | undefined });
 	const started = Date.now();
 	const must = <T>(set: LabelledImage[], results: (T | Error)[]) =>
 		results.map((r, i) => {
@@ -93,8 +95,9 @@ async function main() {
 		dataset: values.data,
 		backbone: backbone.spec.id,
 		backend: backbone.backend.name,
-		/** The int8 backbones fill this in; every backbone here runs in float32. */
-		precision: 'float32',
+		/** What ran, after Automatic chose; int8 says how it was calibrated and how close to float32 it came on the first batch. */
+		precision: backbone.precision,
+		...(backbone.parity ? { int8Parity: backbone.parity } : {}),
 		solver: values.solver,
 		augment: values.augment,
 		tta: values.tta,
@@ -111,7 +114,7 @@ async function main() {
 	};
 	if (!values.json) {
 		const setting = [values.augment && 'augmented', values.tta && 'test-time averaged', values['per-class'] && `${values['per-class']} per class`].filter(Boolean).join(', ');
-		console.log(`${result.backbone} on ${result.dataset} (${result.backend}${setting ? `, ${setting}` : ''}): ${describeSpread(result, runs.length)}`);
+		console.log(`${result.backbone} on ${result.dataset} (${result.backend}, ${result.precision}${setting ? `, ${setting}` : ''}): ${describeSpread(result, runs.length)}`);
 		for (const r of runs) console.log(`  seed ${r.seed}: accuracy ${r.accuracy.toFixed(3)}, macro-F1 ${r.macroF1.toFixed(3)}, best epoch ${r.bestEpoch}, solver ${JSON.stringify(r.solver)}, ${r.trainSeconds.toFixed(2)} s`);
 		console.log(`train ${result.trainCount}, test ${result.testCount}, ${result.imagesPerSecond.toFixed(1)} images/s`);
 	}

@@ -69,7 +69,8 @@ const near = (a: number[], b: ArrayLike<number>, what: string) =>
 
 test('every entry point that touches TF.js works as the first call of a fresh process, 20 times over', async () => {
 	const store = path.join(TEMP_DIR, 'fresh-store');
-	const backbone = await loadBackbone(catalogBackbone('mobilenet_v1_0.25_224'));
+	// float32: the TF.js paths below are compared with these features.
+	const backbone = await loadBackbone(catalogBackbone('mobilenet_v1_0.25_224'), { precision: 'float32' });
 	const features = (await extractFeatures(backbone, images)) as Float32Array[];
 	const trained = await trainHead(features, pets.map((p) => p.label), { epochs: 20 });
 	const saved = await saveTrainedModel(new ModelStore(store), 'pets', trained, backbone.spec, { resizeMode: 'centreCrop', l2Normalize: false });
@@ -87,7 +88,7 @@ test('every entry point that touches TF.js works as the first call of a fresh pr
 		[
 			'ONNX backbone, then the TF.js head',
 			`const model = await new engine.ModelStore().load('pets');
-			const backbone = await engine.loadBackbone(model.manifest.backbone);
+			const backbone = await engine.loadBackbone(model.manifest.backbone, { precision: 'float32' });
 			const features = await engine.extractFeatures(backbone, args.imageFiles.map((f) => require('fs').readFileSync(f)));
 			${twentyTimes}
 			report({ confidences: out[0], backend: backbone.backend.name });`,

@@ -150,7 +150,7 @@ test('ONNX Runtime and the batch-norm-folded TF.js path give the features of the
 	for (const id of ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224']) {
 		const spec = catalogBackbone(id);
 		const reference = await Backbone.load(spec, { backend: 'wasm', compile: false });
-		const onnx = await Backbone.load(spec, { backend: 'onnxruntime' });
+		const onnx = await Backbone.load(spec, { backend: 'onnxruntime', precision: 'float32' });
 		const folded = await Backbone.load(spec, { backend: 'wasm' });
 		assert.equal(onnx.backend.name, 'onnxruntime', onnx.backend.fallbackReason);
 		assert.equal(folded.backend.name, 'wasm');

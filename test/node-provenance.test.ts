@@ -34,6 +34,7 @@ test('Extract Features says how it made its features, and Fine-Tune Head fed the
 		backbone: { id: 'mobilenet_v1_0.25_224', inputType: 'image', url: 'https://storage.googleapis.com/tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json', format: 'layers', inputSize: { height: 224, width: 224 }, normalization: 'minusOneToOne', featureLayer: 'conv_pw_13_relu' },
 		resizeMode: 'fitPad',
 		l2Normalize: true,
+		precision: 'int8',
 	});
 
 	// Fine-Tune Head's own options are left at their defaults (centre crop, no L2).

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { IDataObject, IExecuteFunctions, ILoadOptionsFunctions, INodeExecutionData, INodePropertyOptions, INodeType } from 'n8n-workflow';
 import {
+	Backbone,
 	classify,
 	classifyViews,
 	describeFeatureSource,
@@ -75,12 +76,14 @@ export class Classify implements INodeType {
 			const groups = new Map<string, number[]>();
 			models.forEach((model, i) => {
 				if (model instanceof Error) return;
-				const key = featureSourceKey(featureSourceOf(model.manifest));
+				// One extraction per source and precision: each model gets features in the precision it was trained on.
+				const key = `${featureSourceKey(featureSourceOf(model.manifest))}:${model.manifest.precision ?? 'float32'}`;
 				groups.set(key, [...(groups.get(key) ?? []), i]);
 			});
 			for (const indices of groups.values()) {
 				const { manifest } = models[indices[0]] as TrainedModel;
 				let backend: string | undefined;
+				let backbone: Backbone | undefined;
 				// One vector per item, or with Test-Time Averaging every view of each image.
 				let features: (Float32Array | Float32Array[] | Error)[];
 				try {
@@ -92,8 +95,10 @@ export class Classify implements INodeType {
 						l2Normalize: manifest.l2Normalize,
 					};
 					const extractor = async () => {
-						const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+						// The precision the head was trained on; models from before int8 were float32.
+						const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: manifest.precision ?? 'float32' });
 						backend = extractorBackend(extractor).name;
+						if (extractor instanceof Backbone) backbone = extractor;
 						return extractor;
 					};
 					features =
@@ -122,6 +127,7 @@ export class Classify implements INodeType {
 							model: model.manifest.name,
 							version: model.manifest.version,
 							...(backend ? { backend } : {}),
+							...(backbone?.precision ? { precision: backbone.precision } : {}),
 						};
 						results[i] = { json, binary: items[i].binary, pairedItem: { item: i }, output };
 					} catch (error) {

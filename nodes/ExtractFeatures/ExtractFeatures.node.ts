@@ -1,5 +1,5 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
-import type { BackendChoice, FeatureSource, ResizeMode } from '../../engine';
+import { Backbone, type BackendChoice, type FeatureSource, type PrecisionChoice, type ResizeMode } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
 import { extractorBackend, FEATURE_SOURCE_FIELD, failedItem, failedRun, gatherFeatures, loadExtractor, readBackboneSpec, readHostAuth } from '../shared/items';
 import { extractFeaturesDescription } from './ExtractFeaturesDescription';
@@ -9,6 +9,7 @@ interface Options {
 	batchSize?: number;
 	l2Normalize?: boolean;
 	outputField?: string;
+	precision?: PrecisionChoice;
 	resizeMode?: ResizeMode;
 }
 
@@ -28,16 +29,20 @@ export class ExtractFeatures implements INodeType {
 			};
 			const auth = await readHostAuth(this);
 			let backend: { name: string; fallbackReason?: string } | undefined;
+			let backbone: Backbone | undefined;
 			const results = await gatherFeatures(
 				this,
 				items.map((_, i) => i),
 				{ inputType, featuresField: '', resizeMode: source.resizeMode, batchSize: options.batchSize ?? 16, l2Normalize: source.l2Normalize },
 				async () => {
-					const extractor = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+					const extractor = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: options.precision });
 					backend = extractorBackend(extractor);
+					if (extractor instanceof Backbone) backbone = extractor;
 					return extractor;
 				},
 			);
+			// Known once the first batch ran; Fine-Tune Head passes it on to the model, and Classify uses it.
+			if (backbone?.precision) source.precision = backbone.precision;
 			const field = options.outputField || 'features';
 			return [
 				results.map((result, i) => {
@@ -51,6 +56,7 @@ export class ExtractFeatures implements INodeType {
 							[FEATURE_SOURCE_FIELD]: structuredClone(source) as unknown as IDataObject,
 							backbone: source.backbone.id,
 							backend: backend!.name,
+							...(source.precision ? { precision: source.precision } : {}),
 							...(backend!.fallbackReason ? { backendFallbackReason: backend!.fallbackReason } : {}),
 						},
 						binary: items[i].binary,

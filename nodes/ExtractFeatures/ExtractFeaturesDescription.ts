@@ -1,5 +1,5 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
-import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, resizeModeOption, textProperty } from '../shared/parameters';
+import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, precisionOption, resizeModeOption, textProperty } from '../shared/parameters';
 
 export const extractFeaturesDescription: INodeTypeDescription = {
 	displayName: 'Extract Features',
@@ -36,6 +36,7 @@ export const extractFeaturesDescription: INodeTypeDescription = {
 			options: [
 				backendOption,
 				batchSizeOption,
+				precisionOption,
 				{
 					displayName: 'L2-Normalise',
 					name: 'l2Normalize',

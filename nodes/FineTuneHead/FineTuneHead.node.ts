@@ -1,5 +1,6 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import {
+	Backbone,
 	backboneKey,
 	describeBackbone,
 	describeFeatureSource,
@@ -13,6 +14,7 @@ import {
 	TransferLearningError,
 	UNKNOWN_LABEL,
 	type BackendChoice,
+	type PrecisionChoice,
 	type FeatureSource,
 	type ResizeMode,
 	type TrainingOptions,
@@ -25,6 +27,7 @@ import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 interface Options {
 	augmentation?: boolean;
 	backend?: BackendChoice;
+	precision?: PrecisionChoice;
 	batchSize?: number;
 	l2Normalize?: boolean;
 	outputModelFile?: boolean;
@@ -85,7 +88,8 @@ export class FineTuneHead implements INodeType {
 				batchSize: options.batchSize ?? 16,
 				l2Normalize: source.l2Normalize,
 			};
-			const extractor = () => loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this) });
+			let loaded: unknown;
+			const extractor = async () => (loaded = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: options.precision }));
 			// Augmentation needs the images themselves: features from upstream and texts have no views.
 			const augment = (options.augmentation ?? false) && inputType === 'image';
 			const views = augment ? await gatherImageViews(this, labelled, request, extractor) : undefined;
@@ -114,7 +118,9 @@ export class FineTuneHead implements INodeType {
 				},
 				views && usable.map((j) => (views[j] as Float32Array[]).slice(1)),
 			);
-			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, source);
+			// The precision the backbone settled on for these images; Classify will use the same.
+			const precision = loaded instanceof Backbone ? loaded.precision : undefined;
+			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, { ...source, ...(precision ? { precision } : {}) });
 			const { manifest } = model;
 			const item: INodeExecutionData = {
 				json: {
@@ -205,5 +211,5 @@ function sourceOfFeatures(
 		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
 	}
 	// The head learns on unit vectors if either normalised them; Classify must then normalise too.
-	return { backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set };
+	return { backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set, ...(common.precision ? { precision: common.precision } : {}) };
 }

@@ -1,6 +1,6 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
 import { DEFAULT_TRAINING } from '../../engine';
-import { backendOption, backboneProperties, batchSizeOption, itemInputProperties, resizeModeOption } from '../shared/parameters';
+import { backendOption, backboneProperties, batchSizeOption, itemInputProperties, precisionOption, resizeModeOption } from '../shared/parameters';
 
 export const fineTuneHeadDescription: INodeTypeDescription = {
 	displayName: 'Fine-Tune Head',
@@ -71,6 +71,7 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 				},
 				backendOption,
 				batchSizeOption,
+				precisionOption,
 				{ displayName: 'L2-Normalise Features', name: 'l2Normalize', type: 'boolean', default: false, description: 'Whether to scale feature vectors to length 1 before training (Classify does the same). Features Extract Features normalised count as normalised.' },
 				{ displayName: 'Output Model File', name: 'outputModelFile', type: 'boolean', default: false, description: 'Whether to attach the trained model as one binary file, to keep in S3, Drive or a database' },
 				{ displayName: 'Model File Property', name: 'modelBinaryProperty', type: 'string', default: 'model' },

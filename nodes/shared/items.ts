@@ -18,6 +18,7 @@ import {
 	loadTextEncoder,
 	TransferLearningError,
 	type BackendChoice,
+	type PrecisionChoice,
 	type BackboneSpec,
 	type FeatureSource,
 	type HostAuth,
@@ -136,7 +137,7 @@ export const FEATURE_SOURCE_FIELD = 'featureSource';
 /** What turns items into features: an image backbone or a text encoder. */
 type Extractor = Backbone | SharedTextEncoder;
 
-export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess }): Promise<Extractor> {
+export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess; precision?: PrecisionChoice }): Promise<Extractor> {
 	return spec.inputType === 'text' ? loadTextEncoder(spec, options) : loadBackbone(spec, options);
 }
 

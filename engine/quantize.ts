@@ -1,0 +1,166 @@
+/**
+ * Static int8 quantization of a compiled plan: per-channel symmetric int8 weights, uint8
+ * activations with one scale and zero point per tensor. Activation ranges come from the network
+ * itself (ReLU6's cap and the batch-norm statistics folded into each convolution) or from the
+ * float32 values seen on calibration images.
+ */
+import type { Normalization } from './catalog';
+import type { Activation, ChannelStats, CompiledPlan } from './compiler';
+import { CompileError } from './compiler';
+
+/** [min, max] of a tensor's values; always holds 0, so that zero (padding, ReLU's floor) is exact. */
+export type Range = [number, number];
+
+/** How the activation ranges were found; a model's manifest and the compiled cache record it. */
+export type Calibration = 'network' | 'images';
+
+/** The network's own word on a value: batch-norm spreads of this many standard deviations either side of the mean. */
+const SPREADS = 4;
+
+export interface QuantParams {
+	scale: number;
+	zeroPoint: number;
+}
+
+/** uint8 with the range's ends at 0 and 255 (0 exactly representable). */
+export function activationParams([lo, hi]: Range): QuantParams {
+	const min = Math.min(lo, 0);
+	const max = Math.max(hi, 0);
+	const scale = max > min ? (max - min) / 255 : 1;
+	return { scale, zeroPoint: Math.min(255, Math.max(0, Math.round(-min / scale))) };
+}
+
+/**
+ * The pixel bytes read as quantized values of the normalised image: scale and zero point of the
+ * normalisation. Where the zero point falls between two levels (x / 127.5 - 1 puts 0 at 127.5) it
+ * is rounded, which moves every value by half a level, as quantizing the float image would.
+ */
+export function pixelParams(normalization: Normalization): QuantParams {
+	return { scale: normalization.scale, zeroPoint: Math.min(255, Math.max(0, Math.round(-normalization.offset / normalization.scale))) };
+}
+
+/**
+ * Symmetric int8 per output channel: `weights` is [out, ...] flattened (ONNX's OIHW), the scale of
+ * channel o maps its largest magnitude to 127.
+ */
+export function quantizeWeights(weights: Float32Array, outChannels: number): { values: Int8Array; scales: Float32Array } {
+	const per = weights.length / outChannels;
+	const values = new Int8Array(weights.length);
+	const scales = new Float32Array(outChannels);
+	for (let o = 0; o < outChannels; o++) {
+		let max = 0;
+		for (let i = o * per; i < (o + 1) * per; i++) max = Math.max(max, Math.abs(weights[i]));
+		const scale = max > 0 ? max / 127 : 1;
+		scales[o] = scale;
+		for (let i = o * per; i < (o + 1) * per; i++) values[i] = Math.round(weights[i] / scale);
+	}
+	return { values, scales };
+}
+
+/** int32 bias at scale input scale x weight scale, as integer convolution kernels add it. */
+export function quantizeBias(bias: Float32Array, inputScale: number, weightScales: Float32Array): { values: Int32Array; scales: Float32Array } {
+	const scales = weightScales.map((s) => s * inputScale);
+	const values = new Int32Array(bias.length);
+	bias.forEach((b, i) => (values[i] = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(b / scales[i])))));
+	return { values, scales };
+}
+
+function activate([lo, hi]: Range, activation: Activation, where: string): Range {
+	switch (activation) {
+		case 'linear':
+			return [lo, hi];
+		case 'relu':
+			return [0, Math.max(hi, 0)];
+		case 'relu6':
+			return [0, Math.min(Math.max(hi, 0), 6)];
+		default:
+			throw new CompileError(`${where}: no range is known for a ${activation} activation without calibration images`);
+	}
+}
+
+function statsRange(stats: ChannelStats): Range {
+	let lo = 0;
+	let hi = 0;
+	stats.mean.forEach((m, c) => {
+		lo = Math.min(lo, m - SPREADS * stats.std[c]);
+		hi = Math.max(hi, m + SPREADS * stats.std[c]);
+	});
+	return [lo, hi];
+}
+
+/**
+ * Ranges of every quantized tensor known without data: each batch-normalised convolution's output
+ * spreads as its folded statistics say, capped by its activation; a sum of such outputs spreads as
+ * independent values do. Throws CompileError when some tensor's range cannot be told this way.
+ */
+export function networkRanges(plan: CompiledPlan): Map<string, Range> {
+	const ranges = new Map<string, Range>();
+	const stats = new Map<string, ChannelStats>();
+	for (const op of plan.ops) {
+		switch (op.kind) {
+			case 'conv': {
+				if (!op.stats) throw new CompileError(`${op.output}: a convolution without batch normalisation has no known range`);
+				if (op.activation === 'linear') stats.set(op.output, op.stats);
+				ranges.set(op.output, activate(statsRange(op.stats), op.activation, op.output));
+				break;
+			}
+			case 'add': {
+				const parts = op.inputs.map((i) => stats.get(i));
+				if (parts.some((p) => !p)) throw new CompileError(`${op.output}: a sum of values of unknown spread`);
+				const sum: ChannelStats = {
+					mean: parts[0]!.mean.map((_, c) => parts.reduce((s, p) => s + p!.mean[c], 0)),
+					std: parts[0]!.std.map((_, c) => Math.sqrt(parts.reduce((s, p) => s + p!.std[c] ** 2, 0))),
+				};
+				if (op.activation === 'linear') stats.set(op.output, sum);
+				ranges.set(op.output, activate(statsRange(sum), op.activation, op.output));
+				break;
+			}
+			case 'activation': {
+				const input = ranges.get(op.input);
+				if (!input) throw new CompileError(`${op.output}: input of unknown range`);
+				ranges.set(op.output, activate(input, op.activation, op.output));
+				break;
+			}
+			default:
+				break;
+		}
+	}
+	return ranges;
+}
+
+/** The tensors the int8 graph quantizes by a calibrated range: the outputs of convolutions, sums and activations (the input is the pixels themselves). */
+export function quantizedTensors(plan: CompiledPlan): string[] {
+	return plan.ops.filter((op) => op.kind === 'conv' || op.kind === 'add' || op.kind === 'activation').map((op) => op.output);
+}
+
+/** Running [min, max] of each tensor over calibration batches. */
+export class RangeTracker {
+	readonly ranges = new Map<string, Range>();
+
+	add(name: string, values: ArrayLike<number>): void {
+		let [lo, hi] = this.ranges.get(name) ?? [0, 0];
+		for (let i = 0; i < values.length; i++) {
+			const v = values[i];
+			if (v < lo) lo = v;
+			else if (v > hi) hi = v;
+		}
+		this.ranges.set(name, [lo, hi]);
+	}
+}
+
+/** Mean and least cosine similarity between paired feature vectors (int8 against float32). */
+export function cosineAgreement(a: Float32Array[], b: Float32Array[]): { mean: number; min: number } {
+	const cosines = a.map((x, i) => {
+		const y = b[i];
+		let dot = 0;
+		let nx = 0;
+		let ny = 0;
+		for (let j = 0; j < x.length; j++) {
+			dot += x[j] * y[j];
+			nx += x[j] * x[j];
+			ny += y[j] * y[j];
+		}
+		return nx === 0 && ny === 0 ? 1 : dot / (Math.sqrt(nx * ny) || 1);
+	});
+	return { mean: cosines.reduce((s, c) => s + c, 0) / cosines.length, min: Math.min(...cosines) };
+}
