@@ -1,0 +1,122 @@
+/**
+ * n8n in queue mode, as the README's "Scaling out" section sets it up: PostgreSQL and Redis, one
+ * main process (editor, REST API, webhooks) and workers (executions), each with a user folder of
+ * its own and the package installed there, sharing no folder. Models live in n8n's database
+ * (TL_MODEL_STORE=n8n-database); each worker keeps its own backbone cache.
+ */
+import { randomBytes } from 'node:crypto';
+import * as path from 'node:path';
+import { Client } from 'pg';
+import {
+	EXAMPLE_IDS,
+	PUBLISHED_EXAMPLES,
+	freePort,
+	importWorkflows,
+	installPackage,
+	prepareExamples,
+	publishWorkflows,
+	startN8n,
+	type QueueMode,
+	type RunningN8n,
+	type StartOptions,
+} from '../../scripts/n8n-instance';
+import { startPostgres, startRedis, type Postgres, type Service } from './services';
+
+export { EXAMPLE_IDS };
+
+export interface ClusterOptions {
+	/** Holds every process's user folder and the prepared example workflows. */
+	dir: string;
+	/** Training images, one folder per class; readable by every worker. */
+	trainingFolder: string;
+	mirror: string;
+	workers: number;
+	concurrency: number;
+	/** Added to every process's environment (n8n's execution-saving settings, say). */
+	env?: Record<string, string>;
+}
+
+export class Cluster {
+	/** Each process's log lines, main first, for telling which worker ran an execution. */
+	readonly logs: string[][];
+
+	private constructor(
+		readonly main: RunningN8n,
+		readonly workers: RunningN8n[],
+		readonly postgres: Postgres,
+		readonly redis: Service,
+		readonly database: string,
+		logs: string[][],
+	) {
+		this.logs = logs;
+	}
+
+	static async start(options: ClusterOptions): Promise<Cluster> {
+		const postgres = await startPostgres();
+		const redis = await startRedis().catch(async (error) => {
+			await postgres.stop();
+			throw error;
+		});
+		const logs: string[][] = [];
+		const started: RunningN8n[] = [];
+		try {
+			const database = 'n8n';
+			const client = new Client({ connectionString: postgres.url() });
+			await client.connect();
+			await client.query(`CREATE DATABASE ${database}`);
+			await client.end();
+			const queue: QueueMode = { redisPort: redis.port, postgres: { port: postgres.port, database, user: 'tl' }, encryptionKey: randomBytes(24).toString('hex') };
+			const env = { TL_MODEL_STORE: 'n8n-database', TL_MODEL_MIRROR: options.mirror, TL_MODEL_CACHE: '', ...options.env };
+			const processOptions = async (name: string, worker?: StartOptions['worker']): Promise<StartOptions> => {
+				const log: string[] = [];
+				logs.push(log);
+				return {
+					userFolder: path.join(options.dir, name),
+					port: await freePort(),
+					brokerPort: await freePort(),
+					readableFolders: [path.dirname(options.trainingFolder)],
+					env,
+					queue,
+					worker,
+					log: (line) => log.push(line),
+				};
+			};
+			const mainOptions = await processOptions('main');
+			const workerOptions = [];
+			for (let i = 0; i < options.workers; i++) workerOptions.push(await processOptions(`worker${i + 1}`, { concurrency: options.concurrency }));
+			// One after another: npm installs in parallel on two cores are slower, not faster.
+			for (const o of [mainOptions, ...workerOptions]) await installPackage(o.userFolder);
+			await importWorkflows(mainOptions, await prepareExamples(path.join(options.dir, 'examples'), options.trainingFolder));
+			await publishWorkflows(mainOptions, PUBLISHED_EXAMPLES);
+			// The main process migrates n8n's database; workers start once it has.
+			const main = await startN8n(mainOptions);
+			started.push(main);
+			await main.signIn();
+			const workers = await Promise.all(workerOptions.map((o) => startN8n(o)));
+			started.push(...workers);
+			return new Cluster(main, workers, postgres, redis, database, logs);
+		} catch (error) {
+			await Promise.all(started.map((n) => n.stop()));
+			await redis.stop();
+			await postgres.stop();
+			throw error;
+		}
+	}
+
+	/** Stops every n8n process, then Redis and PostgreSQL, each by its process group, and removes their folders. */
+	async stop(): Promise<void> {
+		await Promise.all([this.main, ...this.workers].map((n) => n.stop()));
+		await this.redis.stop();
+		await this.postgres.stop();
+	}
+
+	/** The worker whose log says it started `executionId`, or -1. */
+	workerOf(executionId: string): number {
+		return this.logs.slice(1).findIndex((log) => log.some((line) => line.includes(`Worker started execution ${executionId} `)));
+	}
+
+	/** How many executions each worker has started so far. */
+	startedPerWorker(): number[] {
+		return this.logs.slice(1).map((log) => log.filter((line) => line.includes('Worker started execution')).length);
+	}
+}
