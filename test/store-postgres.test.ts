@@ -53,6 +53,7 @@ before(async () => {
 
 after(async () => {
 	await postgres?.stop();
+	await fs.rm(TEMP_DIR, { recursive: true, force: true });
 });
 
 test('versions count up, latest is served, a version comes back byte-exact and travels as an exported file', { skip }, async () => {
@@ -174,4 +175,26 @@ test("TL_MODEL_STORE=n8n-database uses n8n's own PostgreSQL settings, and says s
 		for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
 		Object.assign(process.env, saved);
 	}
+});
+
+test('model-store copy moves every version from a folder to PostgreSQL and back, and refuses to merge', { skip }, async () => {
+	const url = await freshDatabase();
+	const folder = path.join(TEMP_DIR, 'copy-from');
+	for (let i = 0; i < 3; i++) await saveTrainedModel(new ModelStore(folder), 'a', trained, spec, prep);
+	await saveTrainedModel(new ModelStore(folder), 'b', trained, spec, prep);
+	// A deleted version leaves a gap the copy closes, saying so.
+	await fs.rm(path.join(folder, 'a', '2'), { recursive: true });
+	const command = (...args: string[]) => run(process.execPath, [path.resolve(__dirname, '..', 'scripts', 'model-store.js'), ...args]);
+	const { stdout } = await command('copy', folder, url);
+	assert.deepEqual(stdout.trim().split('\n'), [`a 1 -> ${new ModelStore(url).root} a 1`, `a 3 -> ${new ModelStore(url).root} a 2`, `b 1 -> ${new ModelStore(url).root} b 1`]);
+	const copied = new ModelStore(url);
+	assert.deepEqual(await copied.list(), [{ name: 'a', versions: [1, 2], latestVersion: 2 }, { name: 'b', versions: [1], latestVersion: 1 }]);
+	const original = await new ModelStore(folder).load('a', 3);
+	const moved = await copied.load('a', 2);
+	assert.deepEqual({ ...moved.manifest, version: 3 }, original.manifest);
+	assert.deepEqual(Array.from(moved.head.layers[0].kernel), Array.from(original.head.layers[0].kernel));
+	await assert.rejects(command('copy', folder, url, 'b'), /already has model "b" \(versions 1\)/);
+	await command('copy', url, path.join(TEMP_DIR, 'copy-back'), 'b');
+	assert.deepEqual(await new ModelStore(path.join(TEMP_DIR, 'copy-back')).versions('b'), [1]);
+	assert.equal((await command('list', url)).stdout, 'a: versions 1, 2\nb: versions 1\n');
 });

@@ -41,14 +41,25 @@ export class Cluster {
 	readonly logs: string[][];
 
 	private constructor(
-		readonly main: RunningN8n,
-		readonly workers: RunningN8n[],
+		public main: RunningN8n,
+		public workers: RunningN8n[],
 		readonly postgres: Postgres,
 		readonly redis: Service,
 		readonly database: string,
 		logs: string[][],
+		private readonly mainOptions: StartOptions,
+		private readonly workerOptions: StartOptions[],
 	) {
 		this.logs = logs;
+	}
+
+	/** Stops every n8n process and starts them again with `env` added, on the same database, Redis and user folders. */
+	async restart(env: Record<string, string>): Promise<void> {
+		await Promise.all([this.main, ...this.workers].map((n) => n.stop()));
+		const withEnv = (o: StartOptions) => ({ ...o, env: { ...o.env, ...env } });
+		this.main = await startN8n(withEnv(this.mainOptions));
+		await this.main.signIn();
+		this.workers = await Promise.all(this.workerOptions.map((o) => startN8n(withEnv(o))));
 	}
 
 	static async start(options: ClusterOptions): Promise<Cluster> {
@@ -85,7 +96,9 @@ export class Cluster {
 			const workerOptions = [];
 			for (let i = 0; i < options.workers; i++) workerOptions.push(await processOptions(`worker${i + 1}`, { concurrency: options.concurrency }));
 			// One after another: npm installs in parallel on two cores are slower, not faster.
+			const installing = performance.now();
 			for (const o of [mainOptions, ...workerOptions]) await installPackage(o.userFolder);
+			console.log(`# the package installed into ${workerOptions.length + 1} user folders in ${((performance.now() - installing) / 1000).toFixed(0)} s`);
 			await importWorkflows(mainOptions, await prepareExamples(path.join(options.dir, 'examples'), options.trainingFolder));
 			await publishWorkflows(mainOptions, PUBLISHED_EXAMPLES);
 			// The main process migrates n8n's database; workers start once it has.
@@ -94,7 +107,8 @@ export class Cluster {
 			await main.signIn();
 			const workers = await Promise.all(workerOptions.map((o) => startN8n(o)));
 			started.push(...workers);
-			return new Cluster(main, workers, postgres, redis, database, logs);
+			console.log(`# n8n in queue mode (main and ${workers.length} workers) ready ${((performance.now() - installing) / 1000).toFixed(0)} s after the installs began`);
+			return new Cluster(main, workers, postgres, redis, database, logs, mainOptions, workerOptions);
 		} catch (error) {
 			await Promise.all(started.map((n) => n.stop()));
 			await redis.stop();
