@@ -15,18 +15,16 @@ import axios from 'axios';
 import { copyIntoClassFolders } from '../../scripts/dataset';
 import {
 	EXAMPLE_IDS,
-	PUBLISHED_EXAMPLES,
 	freePort,
 	importWorkflows,
 	installPackage,
-	prepareExamples,
 	publishWorkflows,
 	startN8n,
 	type RunningN8n,
 	type StartOptions,
 } from '../../scripts/n8n-instance';
 import { percentile } from '../../scripts/percentile';
-import { Cluster } from './cluster';
+import { Cluster, trainAndClassifyExamples } from './cluster';
 
 const { values: args } = parseArgs({ options: { requests: { type: 'string', default: '150' }, clients: { type: 'string', default: '8' } } });
 const REQUESTS = Number(args.requests);
@@ -88,8 +86,8 @@ async function singleProcess(rows: Row[]): Promise<void> {
 		env: { TL_MODEL_STORE: '', TL_MODEL_CACHE: '', TL_MODEL_MIRROR: MIRROR_DIR },
 	};
 	await installPackage(options.userFolder);
-	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'single-examples'), trainingFolder));
-	await publishWorkflows(options, PUBLISHED_EXAMPLES);
+	await importWorkflows(options, await trainAndClassifyExamples(path.join(TEMP_DIR, 'single-examples'), trainingFolder));
+	await publishWorkflows(options, [EXAMPLE_IDS.classify]);
 	let n8n = await startN8n(options);
 	try {
 		await n8n.signIn();
