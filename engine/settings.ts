@@ -13,7 +13,9 @@ export type PrecisionChoice = 'auto' | 'float32' | 'int8';
  * transformers.js's `env`.
  */
 export interface Settings {
-	/** Trained models: `<store>/<name>/<version>/`. */
+	/** TL_MODEL_STORE: where trained models are kept, a folder or a PostgreSQL database. */
+	modelStore: ModelStoreLocation;
+	/** The folder store's folder: TL_MODEL_STORE when that is a path, else `<n8n user folder>/transfer-learning/models`. */
 	modelStoreDir: string;
 	/** Downloaded backbones, keyed by their URL. */
 	modelCacheDir: string;
@@ -34,6 +36,21 @@ export interface Settings {
 	ssrf: SsrfSettings;
 	/** Decompression-bomb guard: images with more pixels than this are refused before decoding. */
 	maxImagePixels: number;
+}
+
+export type ModelStoreLocation = { kind: 'folder'; dir: string } | { kind: 'postgres'; connection: PostgresConnection };
+
+/** What `pg` needs to connect, from a URL or from n8n's DB_POSTGRESDB_* settings. */
+export interface PostgresConnection {
+	connectionString?: string;
+	host?: string;
+	port?: number;
+	database?: string;
+	user?: string;
+	password?: string;
+	ssl?: boolean | { ca?: string; cert?: string; key?: string; rejectUnauthorized: boolean };
+	/** `postgres://user@host:port/database`, never the password: for messages and the log. */
+	label: string;
 }
 
 export interface SsrfSettings {
@@ -110,6 +127,43 @@ function ssrfSettings(): SsrfSettings {
 	};
 }
 
+/**
+ * TL_MODEL_STORE's value: a `postgres://` (or `postgresql://`) URL, `n8n-database` for the
+ * database n8n itself uses (DB_TYPE=postgresdb and DB_POSTGRESDB_*, read as n8n reads them), or
+ * a folder.
+ */
+export function modelStoreLocation(value: string): ModelStoreLocation {
+	if (/^postgres(ql)?:\/\//i.test(value)) {
+		let url: URL;
+		try {
+			url = new URL(value);
+		} catch {
+			throw new Error('TL_MODEL_STORE is not a valid PostgreSQL URL: write it as postgres://user:password@host:5432/database');
+		}
+		const label = `postgres://${url.username ? `${decodeURIComponent(url.username)}@` : ''}${url.host}${url.pathname}`;
+		return { kind: 'postgres', connection: { connectionString: value, label } };
+	}
+	if (value === 'n8n-database') {
+		const dbType = n8nEnv('DB_TYPE') ?? 'sqlite';
+		if (dbType !== 'postgresdb') {
+			throw new Error(`TL_MODEL_STORE=n8n-database needs n8n to use PostgreSQL (DB_TYPE=postgresdb), but DB_TYPE is ${dbType}: set TL_MODEL_STORE to a postgres:// URL or a folder instead`);
+		}
+		const host = n8nEnv('DB_POSTGRESDB_HOST') || 'localhost';
+		const port = Number(n8nEnv('DB_POSTGRESDB_PORT') || 5432);
+		const database = n8nEnv('DB_POSTGRESDB_DATABASE') || 'n8n';
+		const user = n8nEnv('DB_POSTGRESDB_USER') || 'postgres';
+		// As n8n builds its TypeORM options: any certificate setting turns SSL on, with the values as given.
+		const [ca, cert, key] = ['CA', 'CERT', 'KEY'].map((name) => n8nEnv(`DB_POSTGRESDB_SSL_${name}`) || undefined);
+		const rejectUnauthorized = n8nEnv('DB_POSTGRESDB_SSL_REJECT_UNAUTHORIZED') !== 'false';
+		const ssl = ca || cert || key || !rejectUnauthorized ? { ca, cert, key, rejectUnauthorized } : n8nEnv('DB_POSTGRESDB_SSL_ENABLED') === 'true';
+		return {
+			kind: 'postgres',
+			connection: { host, port, database, user, password: n8nEnv('DB_POSTGRESDB_PASSWORD') ?? '', ssl, label: `postgres://${user}@${host}:${port}/${database}` },
+		};
+	}
+	return { kind: 'folder', dir: path.resolve(value) };
+}
+
 export function settings(): Settings {
 	const base = path.join(n8nUserFolder(), 'transfer-learning');
 	const backend = (process.env.TL_BACKEND ?? 'auto') as BackendChoice;
@@ -118,8 +172,10 @@ export function settings(): Settings {
 	}
 	const precision = (process.env.TL_PRECISION || 'auto') as PrecisionChoice;
 	if (!['auto', 'float32', 'int8'].includes(precision)) throw new Error(`TL_PRECISION must be auto, float32 or int8, got "${precision}"`);
+	const modelStore = modelStoreLocation(process.env.TL_MODEL_STORE || path.join(base, 'models'));
 	return {
-		modelStoreDir: process.env.TL_MODEL_STORE || path.join(base, 'models'),
+		modelStore,
+		modelStoreDir: modelStore.kind === 'folder' ? modelStore.dir : path.join(base, 'models'),
 		modelCacheDir: process.env.TL_MODEL_CACHE || path.join(base, 'cache'),
 		mirror: process.env.TL_MODEL_MIRROR || undefined,
 		backend,

@@ -32,6 +32,19 @@ export interface StartOptions {
 	env?: Record<string, string>;
 	/** Each line n8n prints; default: discarded. */
 	log?: (line: string) => void;
+	/** Queue mode: executions go through Redis to workers, state lives in PostgreSQL. */
+	queue?: QueueMode;
+	/** Starts `n8n worker` instead of the main process (queue mode only); `port` is then its health server's. */
+	worker?: { concurrency: number };
+}
+
+/** What the main process and every worker of one queue-mode n8n share. */
+export interface QueueMode {
+	redisPort: number;
+	/** n8n's database; its user is trusted on loopback (no password). */
+	postgres: { port: number; database: string; user: string };
+	/** Workers decrypt what the main process encrypted: the same key everywhere. */
+	encryptionKey: string;
 }
 
 function n8nBin(): string {
@@ -62,7 +75,27 @@ function n8nEnvironment(options: StartOptions): NodeJS.ProcessEnv {
 		N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS: 'false',
 		N8N_RESTRICT_FILE_ACCESS_TO: (options.readableFolders ?? []).join(';'),
 		DB_SQLITE_POOL_SIZE: '2',
+		...(options.queue ? queueEnvironment(options) : {}),
 		...options.env,
+	};
+}
+
+/** n8n's scaling settings (@n8n/config's scaling-mode and database configs). */
+function queueEnvironment({ queue, worker, port }: StartOptions): NodeJS.ProcessEnv {
+	const { redisPort, postgres, encryptionKey } = queue!;
+	return {
+		EXECUTIONS_MODE: 'queue',
+		QUEUE_BULL_REDIS_HOST: '127.0.0.1',
+		QUEUE_BULL_REDIS_PORT: String(redisPort),
+		DB_TYPE: 'postgresdb',
+		DB_POSTGRESDB_HOST: '127.0.0.1',
+		DB_POSTGRESDB_PORT: String(postgres.port),
+		DB_POSTGRESDB_DATABASE: postgres.database,
+		DB_POSTGRESDB_USER: postgres.user,
+		N8N_ENCRYPTION_KEY: encryptionKey,
+		// Manual runs (Train Now) go to the workers too, as they will in n8n 3.
+		OFFLOAD_MANUAL_EXECUTIONS_TO_WORKERS: 'true',
+		...(worker ? { QUEUE_HEALTH_CHECK_ACTIVE: 'true', QUEUE_HEALTH_CHECK_PORT: String(port), N8N_WORKER_SERVER_ADDRESS: '127.0.0.1' } : {}),
 	};
 }
 
@@ -260,9 +293,10 @@ export function describeExit({ code, signal }: N8nExit): string {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Starts n8n in a process group of its own and returns at once; `ready()` waits for it. */
+/** Starts n8n (or a queue-mode worker) in a process group of its own and returns at once; `ready()` waits for it. */
 export function spawnN8n(options: StartOptions): RunningN8n {
-	const child = spawn(n8nBin(), ['start'], { env: n8nEnvironment(options), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+	const command = options.worker ? ['worker', `--concurrency=${options.worker.concurrency}`] : ['start'];
+	const child = spawn(n8nBin(), command, { env: n8nEnvironment(options), detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
 	return new RunningN8n(options, child);
 }
 

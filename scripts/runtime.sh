@@ -68,16 +68,37 @@ ensure_n8n() {
 	echo "$want" >"$stamp"
 }
 
+# Debian packages the tests need, installed when running as root on Debian; otherwise the caller says what is missing.
+apt_install() {
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+		echo "Installing $* from Debian's packages" >&2
+		apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Options::=--force-confold "$@" >&2
+	fi
+}
+
 # The editor tests drive Debian's Chromium (test tools' own browser downloads cannot work offline).
 ensure_chromium() {
 	export TL_CHROMIUM="${TL_CHROMIUM:-/usr/bin/chromium}"
 	[ -x "$TL_CHROMIUM" ] && return 0
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-		echo "Installing Chromium from Debian's packages" >&2
-		apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
-	fi
+	apt_install chromium
 	if [ ! -x "$TL_CHROMIUM" ]; then
 		echo "No Chromium at $TL_CHROMIUM: install it (apt-get install chromium) or set TL_CHROMIUM" >&2
 		return 1
 	fi
+}
+
+# The PostgreSQL store's tests and the queue-mode test start their own throwaway servers
+# (test/queue/services.ts); Debian's packages provide the binaries. The package would also create
+# and start a system-wide cluster: the tests need none, so none is created.
+ensure_postgres() {
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && return 0
+	mkdir -p /etc/postgresql-common 2>/dev/null && echo 'create_main_cluster = false' >>/etc/postgresql-common/createcluster.conf 2>/dev/null
+	apt_install postgresql
+	compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || { echo "PostgreSQL is not installed: apt-get install postgresql" >&2 && return 1; }
+}
+
+ensure_redis() {
+	command -v redis-server >/dev/null && return 0
+	apt_install redis-server
+	command -v redis-server >/dev/null || { echo "Redis is not installed: apt-get install redis-server" >&2 && return 1; }
 }
