@@ -2,7 +2,8 @@ import { DATASETS_DIR, sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { NodeHelpers, Workflow, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters } from 'n8n-workflow';
+import { LoadOptionsContext } from 'n8n-core';
+import { NodeHelpers, Workflow, type IDataObject, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters, type IWorkflowExecuteAdditionalData } from 'n8n-workflow';
 import { Classify } from '../nodes/Classify/Classify.node';
 import { imageItem, runNode } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
@@ -115,20 +116,57 @@ test('Fine-Tune Head then Classify: train on images, save versions, classify by 
 	const pinned = await runNode('classify', { modelName: 'pets', modelVersion: '1' }, [imageItem(testImages[0].bytes)]);
 	assert.equal(pinned.outputs[0][0].json.version, 1);
 
-	// The picker lists the store's models.
-	const options = await new Classify().methods.loadOptions.getModels.call({} as ILoadOptionsFunctions);
-	assert.deepEqual(options.map((o) => o.value), ['pets']);
+	// The picker lists the store's models with their latest version, accuracy, classes and date.
+	const classify = new Classify();
+	const { results } = await classify.methods.listSearch.searchModels.call(loadOptionsContext({}), 'PE');
+	assert.deepEqual(results.map((o) => o.value), ['pets']);
+	assert.match(results[0].description!, /^Latest version 2 · validation accuracy \d+(\.\d)?% · cat, dog · \d{4}-\d{2}-\d{2}$/);
+	assert.deepEqual((await classify.methods.listSearch.searchModels.call(loadOptionsContext({}), 'cats')).results, []);
+	// Versions of the chosen model, latest first; the classes of the chosen version.
+	const picked = { modelName: { __rl: true, mode: 'list', value: 'pets' } };
+	const versions = await classify.methods.loadOptions.getModelVersions.call(loadOptionsContext(picked));
+	assert.deepEqual(versions.map((o) => o.value), ['latest', '2', '1']);
+	assert.deepEqual(versions.map((o) => o.name), ['Latest', 'Version 2', 'Version 1']);
+	const classes = await classify.methods.loadOptions.getClassNames.call(loadOptionsContext({ ...picked, modelVersion: '1' }));
+	assert.deepEqual(classes.map((o) => o.value), ['cat', 'dog']);
+	// A name typed as an expression cannot be resolved in the editor: only "latest" is offered.
+	const typed = await classify.methods.loadOptions.getModelVersions.call(loadOptionsContext({ modelName: { __rl: true, mode: 'name', value: '={{ $json.query.model }}' } }));
+	assert.deepEqual(typed.map((o) => o.value), ['latest']);
+
+	// The model chosen in the list, and the results under one key without the input fields.
+	const grouped = await runNode(
+		'classify',
+		{ ...picked, modelVersion: '1', options: { resultField: 'classification', includeInputFields: false } },
+		[imageItem(testImages[0].bytes, { truth: 'x' })],
+	);
+	assert.deepEqual(Object.keys(grouped.outputs[0][0].json), ['classification']);
+	assert.equal((grouped.outputs[0][0].json.classification as IDataObject).version, 1);
+	assert.equal((grouped.outputs[0][0].json.classification as IDataObject).label, out[0].json.label);
+	assert.ok(grouped.outputs[0][0].binary?.data, 'the image stays attached');
+	// By default the results come first, the input fields after them.
+	assert.deepEqual(Object.keys(out[0].json).slice(0, 3), ['label', 'confidence', 'scores']);
+	assert.equal(Object.keys(out[0].json).at(-1), 'truth');
 });
+
+/** n8n's own context for a node's list and option methods, with the node's current parameters. */
+function loadOptionsContext(parameters: INodeParameters): ILoadOptionsFunctions {
+	const node: INode = { id: '1', name: 'Classify', type: 'n8n-nodes-transfer-learning.classify', typeVersion: 1, position: [0, 0], parameters };
+	const classify = new Classify();
+	const nodeTypes = { getByName: () => classify, getByNameAndVersion: () => classify, getKnownTypes: () => ({}) } as never;
+	const workflow = new Workflow({ nodes: [node], connections: {}, active: false, nodeTypes });
+	return new LoadOptionsContext(workflow, node, { currentNodeParameters: parameters } as IWorkflowExecuteAdditionalData, 'modelName');
+}
 
 test('Classify routes each item to the output of its class, and unsure ones to unknown', async () => {
 	await runNode('fineTuneHead', { ...BACKBONE, modelName: 'router', label: '={{ $json.animal }}' }, labelled(train));
 	const items = testImages.map((e) => imageItem(e.bytes, { truth: e.label }));
-	const routed = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'dog, cat' }, items);
+	const routed = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: ['dog', 'cat'] }, items);
 	assert.equal(routed.outputs.length, 3);
 	assert.ok(routed.outputs[0].every((o) => o.json.label === 'dog'));
 	assert.ok(routed.outputs[1].every((o) => o.json.label === 'cat'));
 	assert.equal(routed.outputs[0].length + routed.outputs[1].length, 20);
-	const unsure = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'cat,dog', threshold: 1 }, items.slice(0, 3));
+	// Typed in an expression: comma-separated.
+	const unsure = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: '={{ "cat,dog" }}', threshold: 1 }, items.slice(0, 3));
 	assert.equal(unsure.outputs[2].length, 3);
 	assert.ok(unsure.outputs[2].every((o) => o.json.label === 'unknown'));
 	const mismatch = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'cat, bird' }, items.slice(0, 1));
@@ -200,5 +238,6 @@ test('Classify declares one output per class name plus unknown, as n8n evaluates
 		return NodeHelpers.getNodeOutputs(workflow, node, description).map((o) => (typeof o === 'string' ? o : o.displayName));
 	};
 	assert.deepEqual(outputsFor({ routeByClass: true, classNames: 'cat, dog ,bird' }), ['cat', 'dog', 'bird', 'unknown']);
+	assert.deepEqual(outputsFor({ routeByClass: true, classNames: ['dog', 'cat'] }), ['dog', 'cat', 'unknown']);
 	assert.deepEqual(outputsFor({ routeByClass: false }), ['Classified']);
 });
