@@ -85,6 +85,25 @@ test('Fine-Tune Head then Classify: train on images, save versions, classify by 
 	assert.ok((result.json.accuracy as number) >= 0.5);
 	assert.equal((result.pairedItem as unknown[]).length, 24);
 	assert.ok(result.binary?.model, 'model file attached');
+	assert.equal(result.json.savedAs, 'model "pets" version 1 in the model store, and as a file in binary property "model"');
+	assert.equal(result.json.examples, 24);
+	// Rounded, each once, keyed by class name; the history only on request.
+	for (const value of [result.json.accuracy, result.json.macroF1]) assert.equal(value, Number((value as number).toFixed(4)));
+	assert.equal(result.json.metrics, undefined);
+	assert.equal(result.json.history, undefined);
+	const matrix = result.json.confusionMatrix as Record<string, Record<string, number>>;
+	assert.deepEqual(Object.keys(matrix), ['cat', 'dog']);
+	assert.deepEqual(Object.keys(matrix.cat), ['cat', 'dog']);
+	const validated = (result.json.training as IDataObject).validationCount as number;
+	assert.equal(matrix.cat.cat + matrix.cat.dog + matrix.dog.cat + matrix.dog.dog, validated);
+	assert.equal((result.json.accuracy as number).toFixed(3), ((matrix.cat.cat + matrix.dog.dog) / validated).toFixed(3));
+	assert.deepEqual(Object.keys(result.json.perClass as IDataObject), ['cat', 'dog']);
+	// The training report: a PNG picture.
+	const report = result.binary!.report;
+	assert.equal(report.mimeType, 'image/png');
+	assert.equal(report.fileName, 'pets-v1-report.png');
+	const picture = await sharp(Buffer.from(report.data, 'base64')).metadata();
+	assert.deepEqual([picture.format, picture.width, picture.height], ['png', 1200, 760]);
 
 	const classified = await runNode('classify', { modelName: 'pets', topK: 2 }, testImages.map((e) => imageItem(e.bytes, { truth: e.label })));
 	assert.equal(classified.error, undefined, classified.error?.message);
@@ -109,8 +128,11 @@ test('Fine-Tune Head then Classify: train on images, save versions, classify by 
 	assert.deepEqual(fromFile.outputs[0].map((o) => o.json.label), out.slice(0, 4).map((o) => o.json.label));
 
 	// A retrain lands as version 2 and Classify uses it at once.
-	const retrained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'pets', label: '={{ $json.animal }}' }, labelled(train.slice(0, 20)));
+	const retrained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'pets', label: '={{ $json.animal }}', options: { includeHistory: true } }, labelled(train.slice(0, 20)));
 	assert.equal(retrained.outputs[0][0].json.version, 2);
+	const history = retrained.outputs[0][0].json.history as IDataObject[];
+	assert.equal(history.length, (retrained.outputs[0][0].json.training as IDataObject).epochsRun);
+	assert.deepEqual(Object.keys(history[0]), ['epoch', 'loss', 'accuracy', 'validationLoss', 'validationAccuracy']);
 	const again = await runNode('classify', { modelName: 'pets' }, [imageItem(testImages[0].bytes)]);
 	assert.equal(again.outputs[0][0].json.version, 2);
 	const pinned = await runNode('classify', { modelName: 'pets', modelVersion: '1' }, [imageItem(testImages[0].bytes)]);
