@@ -3,8 +3,10 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { LoadOptionsContext } from 'n8n-core';
-import { NodeHelpers, Workflow, type IDataObject, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters, type IWorkflowExecuteAdditionalData } from 'n8n-workflow';
+import { NodeHelpers, Workflow, type IDataObject, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters, type INodeProperties, type INodeType, type IWorkflowExecuteAdditionalData } from 'n8n-workflow';
 import { Classify } from '../nodes/Classify/Classify.node';
+import { ExtractFeatures } from '../nodes/ExtractFeatures/ExtractFeatures.node';
+import { FineTuneHead } from '../nodes/FineTuneHead/FineTuneHead.node';
 import { imageItem, runNode } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
 
@@ -262,4 +264,54 @@ test('Classify declares one output per class name plus unknown, as n8n evaluates
 	assert.deepEqual(outputsFor({ routeByClass: true, classNames: 'cat, dog ,bird' }), ['cat', 'dog', 'bird', 'unknown']);
 	assert.deepEqual(outputsFor({ routeByClass: true, classNames: ['dog', 'cat'] }), ['dog', 'cat', 'unknown']);
 	assert.deepEqual(outputsFor({ routeByClass: false }), ['Classified']);
+});
+
+test('every parameter of the three nodes explains itself, and Model File Property shows only with Output Model File', () => {
+	const undescribed: string[] = [];
+	const visit = (node: string, properties: INodeProperties[], path: string) => {
+		for (const p of properties) {
+			if (p.type !== 'notice' && p.type !== 'collection' && !p.description && !p.hint) undescribed.push(`${node}: ${path}${p.displayName}`);
+			if (p.type === 'collection' && p.options) visit(node, p.options as INodeProperties[], `${path}${p.displayName} → `);
+		}
+	};
+	for (const type of [new ExtractFeatures(), new FineTuneHead(), new Classify()]) visit(type.description.displayName, type.description.properties, '');
+	assert.deepEqual(undescribed, []);
+	const options = new FineTuneHead().description.properties.find((p) => p.name === 'options')!.options as INodeProperties[];
+	const modelFile = options.find((p) => p.name === 'modelBinaryProperty')!;
+	const shown = (parameters: INodeParameters) => NodeHelpers.displayParameter(parameters, modelFile, null, null);
+	assert.equal(shown({ outputModelFile: true }), true);
+	assert.equal(shown({ outputModelFile: false }), false);
+	assert.equal(shown({}), false);
+});
+
+test('the Model Host credential is offered only for custom model URLs and hub text encoders', () => {
+	const offered = (type: INodeType, parameters: INodeParameters) => {
+		// The parameters as the editor keeps them: defaults filled in, hidden ones dropped.
+		const kept = NodeHelpers.getNodeParameters(type.description.properties, parameters, true, false, null, type.description)!;
+		const node: INode = { id: '1', name: 'n', type: 'x', typeVersion: 1, position: [0, 0], parameters: kept };
+		return NodeHelpers.displayParameter(kept, type.description.credentials![0], node, type.description);
+	};
+	for (const type of [new ExtractFeatures(), new FineTuneHead()]) {
+		const name = type.description.displayName;
+		assert.equal(offered(type, {}), false, `${name}: default backbone`);
+		assert.equal(offered(type, { backbone: 'mobilenet_v1_0.25_224' }), false, `${name}: catalog backbone`);
+		assert.equal(offered(type, { backbone: 'custom', customModelUrl: 'https://x.example/model.json' }), true, `${name}: custom URL`);
+		assert.equal(offered(type, { inputType: 'text' }), false, `${name}: bundled text encoder`);
+		assert.equal(offered(type, { inputType: 'text', textBackbone: 'all_minilm_l6_v2' }), true, `${name}: hub text encoder`);
+		// A custom backbone left behind when switching to text no longer counts.
+		assert.equal(offered(type, { inputType: 'text', backbone: 'custom' }), false, `${name}: hidden custom backbone`);
+	}
+});
+
+test('canvas subtitles name the backbone and the model, not raw ids', () => {
+	const subtitle = (type: INodeType, parameters: INodeParameters) => {
+		const node: INode = { id: '1', name: 'n', type: 'x', typeVersion: 1, position: [0, 0], parameters };
+		const workflow = new Workflow({ nodes: [node], connections: {}, active: false, nodeTypes: { getByName: () => type, getByNameAndVersion: () => type, getKnownTypes: () => ({}) } as never });
+		return workflow.expression.getSimpleParameterValue(node, type.description.subtitle!, 'manual', {});
+	};
+	assert.equal(subtitle(new ExtractFeatures(), { backbone: 'mobilenet_v2_1.00_224' }), 'MobileNet v2 1.00');
+	assert.equal(subtitle(new ExtractFeatures(), { backbone: 'mobilenet_v1_1.0_224' }), 'MobileNet v1 1.00');
+	assert.equal(subtitle(new ExtractFeatures(), { inputType: 'text', textBackbone: 'universal_sentence_encoder_lite' }), 'Universal Sentence Encoder Lite');
+	assert.equal(subtitle(new Classify(), { modelSource: 'store', modelName: { __rl: true, mode: 'list', value: 'flowers' }, modelVersion: 'latest' }), 'flowers · latest');
+	assert.equal(subtitle(new Classify(), { modelSource: 'store', modelName: { __rl: true, mode: 'list', value: 'flowers' }, modelVersion: '3' }), 'flowers · v3');
 });

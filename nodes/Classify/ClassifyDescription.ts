@@ -18,7 +18,7 @@ const outputsFromClassNames = (parameters: { routeByClass?: boolean; classNames?
 export const classifyDescription: INodeTypeDescription = {
 	displayName: 'Classify',
 	name: 'classify',
-	icon: 'file:classify.svg',
+	icon: { light: 'file:classify.svg', dark: 'file:classify.dark.svg' },
 	group: ['transform'],
 	version: 1,
 	subtitle: '={{ $parameter.modelSource === "binary" ? "Model from file" : ($parameter.modelName.value || $parameter.modelName) + " · " + ($parameter.modelVersion === "latest" || !$parameter.modelVersion ? "latest" : "v" + $parameter.modelVersion) }}',
@@ -43,6 +43,7 @@ export const classifyDescription: INodeTypeDescription = {
 				{ name: 'Model File (Binary Property)', value: 'binary', description: 'A model file exported by Fine-Tune Head' },
 			],
 			default: 'store',
+			description: 'Where the model comes from: the models Fine-Tune Head saved on this n8n, or a model file attached to each item',
 		},
 		{
 			displayName: 'Model',

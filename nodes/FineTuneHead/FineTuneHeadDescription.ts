@@ -1,11 +1,11 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
 import { DEFAULT_TRAINING } from '../../engine';
-import { backendOption, backboneProperties, batchSizeOption, itemInputProperties, resizeModeOption } from '../shared/parameters';
+import { backendOption, backboneProperties, batchSizeOption, itemInputProperties, modelHostCredential, resizeModeOption } from '../shared/parameters';
 
 export const fineTuneHeadDescription: INodeTypeDescription = {
 	displayName: 'Fine-Tune Head',
 	name: 'fineTuneHead',
-	icon: 'file:fineTuneHead.svg',
+	icon: { light: 'file:fineTuneHead.svg', dark: 'file:fineTuneHead.dark.svg' },
 	group: ['transform'],
 	version: 1,
 	subtitle: '={{ "Train " + $parameter.modelName }}',
@@ -13,7 +13,7 @@ export const fineTuneHeadDescription: INodeTypeDescription = {
 	defaults: { name: 'Fine-Tune Head' },
 	inputs: ['main'],
 	outputs: ['main'],
-	credentials: [{ name: 'modelHostApi', required: false }],
+	credentials: [modelHostCredential],
 	properties: [
 		{
 			displayName: 'Model Name',
