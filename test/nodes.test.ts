@@ -1,4 +1,4 @@
-import { DATASETS_DIR, sample } from './helpers/env';
+import { DATA_DIR, DATASETS_DIR, TEMP_DIR, sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
@@ -314,4 +314,19 @@ test('canvas subtitles name the backbone and the model, not raw ids', () => {
 	assert.equal(subtitle(new ExtractFeatures(), { inputType: 'text', textBackbone: 'universal_sentence_encoder_lite' }), 'Universal Sentence Encoder Lite');
 	assert.equal(subtitle(new Classify(), { modelSource: 'store', modelName: { __rl: true, mode: 'list', value: 'flowers' }, modelVersion: 'latest' }), 'flowers · latest');
 	assert.equal(subtitle(new Classify(), { modelSource: 'store', modelName: { __rl: true, mode: 'list', value: 'flowers' }, modelVersion: '3' }), 'flowers · v3');
+});
+
+test('a catalog backbone that cannot be loaded is named in the message with the file and the backbones at hand, no server folder', async () => {
+	// The test mirror holds MobileNet v2 0.35 and v1 0.25 and 0.75, not the default MobileNet v2 1.00.
+	const run = await runNode('extractFeatures', {}, [imageItem(train[0].bytes)]);
+	const message = run.error!.message;
+	assert.match(message, /^The backbone MobileNet v2 1\.00 \(mobilenet_v2_1\.00_224\) cannot be loaded: .*<model mirror>\/teachable-machine-models\/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.00_224_no_top\/model\.json/);
+	for (const id of ['mobilenet_v2_0.35_224', 'mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224']) assert.ok(message.includes(`(${id})`), `${id} listed in: ${message}`);
+	assert.doesNotMatch(message, /Available here: .*mobilenet_v2_1\.00_224/);
+	assert.match(run.error!.description ?? '', /Choose an available backbone/);
+	// What a webhook caller would read names no server folder.
+	const trained = await runNode('fineTuneHead', { modelName: 'unloadable', label: '={{ $json.animal }}' }, labelled(train.slice(0, 2).concat(train.slice(12, 14))), { continueOnFail: true });
+	const shown = JSON.stringify(trained.outputs[0]);
+	assert.match(shown, /The backbone MobileNet v2 1\.00 \(mobilenet_v2_1\.00_224\) cannot be loaded/);
+	for (const folder of [DATA_DIR, TEMP_DIR]) assert.ok(!shown.includes(folder) && !message.includes(folder), `${folder} shown`);
 });

@@ -24,6 +24,7 @@ import {
 	type ResizeMode,
 	type SharedTextEncoder,
 } from '../../engine';
+import { backboneLoadError } from './backbones';
 
 /** The backbone the node's parameters name for `inputType`: Text Backbone for text, Backbone otherwise. */
 export function readBackboneSpec(ctx: IExecuteFunctions, inputType: InputType = 'image'): BackboneSpec {
@@ -98,7 +99,10 @@ export const FEATURE_SOURCE_FIELD = 'featureSource';
 type Extractor = Backbone | SharedTextEncoder;
 
 export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess }): Promise<Extractor> {
-	return spec.inputType === 'text' ? loadTextEncoder(spec, options) : loadBackbone(spec, options);
+	if (spec.inputType === 'text') return loadTextEncoder(spec, options);
+	return loadBackbone(spec, options).catch(async (error) => {
+		throw await backboneLoadError(spec, error);
+	});
 }
 
 /** The backend an extractor runs on, as the nodes report it. */

@@ -192,7 +192,7 @@ export const batchSizeOption: INodeProperties = {
 };
 
 /** A backbone's name without the details in brackets, for canvas subtitles. */
-const shortTitle = (title: string) => title.replace(/\s*\(.*$/, '');
+export const shortTitle = (title: string) => title.replace(/\s*\(.*$/, '');
 
 /**
  * A canvas subtitle naming the backbone the node uses, e.g. "MobileNet v2 1.00", not its id. n8n
