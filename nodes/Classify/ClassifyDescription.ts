@@ -59,7 +59,8 @@ export const classifyDescription: INodeTypeDescription = {
 					name: 'list',
 					type: 'list',
 					placeholder: 'Select a model...',
-					typeOptions: { searchListMethod: 'searchModels', searchable: true },
+					// The store needs no credential: the Model Host one is only for backbone downloads.
+					typeOptions: { searchListMethod: 'searchModels', searchable: true, skipCredentialsCheckInRLC: true },
 				},
 				{ displayName: 'By Name', name: 'name', type: 'string', placeholder: 'e.g. flowers' },
 			],

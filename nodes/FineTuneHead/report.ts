@@ -32,8 +32,8 @@ export function trainingReportSvg(manifest: ModelManifest): string {
 	const parts = [
 		`<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${HEIGHT}" viewBox="0 0 ${WIDTH} ${HEIGHT}">`,
 		`<rect width="${WIDTH}" height="${HEIGHT}" fill="#ffffff"/>`,
-		text(30, 42, heading, 'font-size="26" font-weight="bold" fill="#222"'),
-		text(30, 72, clip(summary, 140), 'font-size="15" fill="#555"'),
+		text(30, 42, heading, 'font-size="30" font-weight="bold" fill="#222"'),
+		text(30, 72, clip(summary, 120), 'font-size="18" fill="#555"'),
 		lineChart({ x: 30, y: 100, width: 520, height: 290 }, 'Loss', history.map((h) => [h.epoch, h.loss]), history.map((h) => [h.epoch, h.validationLoss]), manifest.bestEpoch),
 		lineChart({ x: 30, y: 430, width: 520, height: 290 }, 'Accuracy', history.map((h) => [h.epoch, h.accuracy]), history.map((h) => [h.epoch, h.validationAccuracy]), manifest.bestEpoch, [0, 1]),
 		confusionMatrix({ x: 620, y: 100, width: 550, height: 400 }, metrics.labels, metrics.confusionMatrix, manifest.evaluatedOn),
@@ -67,22 +67,22 @@ function lineChart(box: Box, title: string, train: Series, validation: Series, b
 			.join(' ');
 	const ticks = [low, (low + high) / 2, high];
 	const out = [
-		text(box.x, box.y + 16, `${title} per epoch`, 'font-size="17" font-weight="bold" fill="#222"'),
+		text(box.x, box.y + 16, `${title} per epoch`, 'font-size="20" font-weight="bold" fill="#222"'),
 		`<rect x="${inner.x}" y="${inner.y}" width="${inner.width}" height="${inner.height}" fill="#fafafa" stroke="#ccc"/>`,
-		...ticks.map((t) => text(inner.x - 8, py(t) + 5, fixed(t, 2), 'font-size="12" fill="#666" text-anchor="end"')),
-		text(inner.x, inner.y + inner.height + 20, '1', 'font-size="12" fill="#666"'),
-		text(inner.x + inner.width, inner.y + inner.height + 20, `epoch ${maxEpoch}`, 'font-size="12" fill="#666" text-anchor="end"'),
+		...ticks.map((t) => text(inner.x - 8, py(t) + 5, fixed(t, 2), 'font-size="15" fill="#666" text-anchor="end"')),
+		text(inner.x, inner.y + inner.height + 20, '1', 'font-size="15" fill="#666"'),
+		text(inner.x + inner.width, inner.y + inner.height + 20, `epoch ${maxEpoch}`, 'font-size="15" fill="#666" text-anchor="end"'),
 	];
 	if (bestEpoch >= 1 && bestEpoch <= maxEpoch) {
 		out.push(`<line x1="${px(bestEpoch).toFixed(1)}" y1="${inner.y}" x2="${px(bestEpoch).toFixed(1)}" y2="${inner.y + inner.height}" stroke="#999" stroke-dasharray="4 4"/>`);
-		out.push(text(px(bestEpoch) - 4, inner.y + inner.height - 6, `best epoch ${bestEpoch}`, 'font-size="12" fill="#777" text-anchor="end"'));
+		out.push(text(px(bestEpoch) - 4, inner.y + inner.height - 6, `best epoch ${bestEpoch}`, 'font-size="15" fill="#777" text-anchor="end"'));
 	}
 	out.push(`<path d="${path(train)}" fill="none" stroke="${TRAIN_COLOUR}" stroke-width="2.5"/>`);
 	const hasValidation = validation.some((p) => p[1] !== undefined);
 	if (hasValidation) out.push(`<path d="${path(validation)}" fill="none" stroke="${VALIDATION_COLOUR}" stroke-width="2.5"/>`);
 	const legendY = box.y + 16;
-	out.push(`<rect x="${box.x + box.width - 230}" y="${legendY - 10}" width="14" height="4" fill="${TRAIN_COLOUR}"/>`, text(box.x + box.width - 210, legendY - 4, 'training', 'font-size="13" fill="#444"'));
-	if (hasValidation) out.push(`<rect x="${box.x + box.width - 130}" y="${legendY - 10}" width="14" height="4" fill="${VALIDATION_COLOUR}"/>`, text(box.x + box.width - 110, legendY - 4, 'validation', 'font-size="13" fill="#444"'));
+	out.push(`<rect x="${box.x + box.width - 230}" y="${legendY - 10}" width="14" height="4" fill="${TRAIN_COLOUR}"/>`, text(box.x + box.width - 210, legendY - 4, 'training', 'font-size="16" fill="#444"'));
+	if (hasValidation) out.push(`<rect x="${box.x + box.width - 130}" y="${legendY - 10}" width="14" height="4" fill="${VALIDATION_COLOUR}"/>`, text(box.x + box.width - 110, legendY - 4, 'validation', 'font-size="16" fill="#444"'));
 	return out.join('\n');
 }
 
@@ -98,9 +98,9 @@ function confusionMatrix(box: Box, labels: string[], matrix: number[][], evaluat
 	const showLabels = cell >= 11;
 	const showCounts = cell >= 22;
 	const out = [
-		text(box.x, box.y + 16, `Confusion matrix (${evaluatedOn} examples)`, 'font-size="17" font-weight="bold" fill="#222"'),
-		text(left + size / 2, box.y + 40, 'predicted →', 'font-size="13" fill="#666" text-anchor="middle"'),
-		text(box.x, top - 8, 'true ↓', 'font-size="13" fill="#666"'),
+		text(box.x, box.y + 16, `Confusion matrix (${evaluatedOn} examples)`, 'font-size="20" font-weight="bold" fill="#222"'),
+		text(left + size / 2, box.y + 40, 'predicted →', 'font-size="16" fill="#666" text-anchor="middle"'),
+		text(box.x, top - 8, 'true ↓', 'font-size="16" fill="#666"'),
 	];
 	matrix.forEach((row, actual) =>
 		row.forEach((count, predicted) => {
@@ -109,11 +109,11 @@ function confusionMatrix(box: Box, labels: string[], matrix: number[][], evaluat
 			const x = left + predicted * cell;
 			const y = top + actual * cell;
 			out.push(`<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${cell.toFixed(1)}" height="${cell.toFixed(1)}" fill="rgba(${hue},${count ? (0.15 + 0.85 * share).toFixed(3) : 0})" stroke="#e5e5e5"/>`);
-			if (showCounts) out.push(text(x + cell / 2, y + cell / 2 + 5, String(count), `font-size="${Math.min(16, cell / 2.5).toFixed(0)}" text-anchor="middle" fill="${share > 0.6 ? '#fff' : '#333'}"`));
+			if (showCounts) out.push(text(x + cell / 2, y + cell / 2 + 5, String(count), `font-size="${Math.min(20, cell / 2.5).toFixed(0)}" text-anchor="middle" fill="${share > 0.6 ? '#fff' : '#333'}"`));
 		}),
 	);
 	if (showLabels) {
-		const fontSize = Math.min(13, cell * 0.8).toFixed(0);
+		const fontSize = Math.min(16, cell * 0.8).toFixed(0);
 		labels.forEach((label, c) => {
 			out.push(text(left - 6, top + c * cell + cell / 2 + 4, clip(label, 16), `font-size="${fontSize}" fill="#333" text-anchor="end"`));
 			const x = left + c * cell + cell / 2 + 4;
@@ -124,7 +124,7 @@ function confusionMatrix(box: Box, labels: string[], matrix: number[][], evaluat
 }
 
 function f1Bars(box: Box, values: [string, number][]): string {
-	const out = [text(box.x, box.y + 16, 'F1 per class', 'font-size="17" font-weight="bold" fill="#222"')];
+	const out = [text(box.x, box.y + 16, 'F1 per class', 'font-size="20" font-weight="bold" fill="#222"')];
 	// The worst classes are the ones to look at: with many classes only they fit.
 	const shown = [...values].sort((a, b) => a[1] - b[1]).slice(0, 8);
 	const rowHeight = Math.min(20, (box.height - 30) / Math.max(1, shown.length));
@@ -132,10 +132,10 @@ function f1Bars(box: Box, values: [string, number][]): string {
 	const barWidth = box.width - 210;
 	shown.forEach(([label, f1], k) => {
 		const y = box.y + 30 + k * rowHeight;
-		out.push(text(barLeft - 8, y + rowHeight * 0.7, clip(label, 18), 'font-size="13" fill="#333" text-anchor="end"'));
+		out.push(text(barLeft - 8, y + rowHeight * 0.7, clip(label, 18), 'font-size="16" fill="#333" text-anchor="end"'));
 		out.push(`<rect x="${barLeft}" y="${(y + 2).toFixed(1)}" width="${(barWidth * Math.max(0, Math.min(1, f1))).toFixed(1)}" height="${(rowHeight - 5).toFixed(1)}" fill="${TRAIN_COLOUR}"/>`);
-		out.push(text(barLeft + barWidth * Math.max(0, Math.min(1, f1)) + 6, y + rowHeight * 0.7, fixed(f1, 2), 'font-size="12" fill="#444"'));
+		out.push(text(barLeft + barWidth * Math.max(0, Math.min(1, f1)) + 6, y + rowHeight * 0.7, fixed(f1, 2), 'font-size="15" fill="#444"'));
 	});
-	if (values.length > shown.length) out.push(text(box.x, box.y + box.height, `the ${shown.length} lowest of ${values.length} classes`, 'font-size="12" fill="#777"'));
+	if (values.length > shown.length) out.push(text(box.x, box.y + box.height, `the ${shown.length} lowest of ${values.length} classes`, 'font-size="15" fill="#777"'));
 	return out.join('\n');
 }
