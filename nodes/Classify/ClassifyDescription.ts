@@ -67,7 +67,7 @@ export const classifyDescription: INodeTypeDescription = {
 			displayOptions: { show: { modelSource: ['store'] } },
 		},
 		{
-			displayName: 'Version Name or ID',
+			displayName: 'Version',
 			name: 'modelVersion',
 			type: 'options',
 			typeOptions: { loadOptionsMethod: 'getModelVersions', loadOptionsDependsOn: ['modelName.value'] },
@@ -109,7 +109,7 @@ export const classifyDescription: INodeTypeDescription = {
 			description: 'Whether to send each item to the output of its class, with a last output for "unknown"',
 		},
 		{
-			displayName: 'Class Names or IDs',
+			displayName: 'Class Names',
 			name: 'classNames',
 			type: 'multiOptions',
 			typeOptions: { loadOptionsMethod: 'getClassNames', loadOptionsDependsOn: ['modelName.value', 'modelVersion'] },

@@ -21,7 +21,8 @@ export async function searchModels(filter = ''): Promise<INodeListSearchItems[]>
 	return wanted.map((m, k) => {
 		const result = read[k];
 		const about = result.status === 'fulfilled' ? describeVersion(result.value.manifest) : `cannot be read: ${redactPaths(errorMessage(result.reason))}`;
-		return { name: m.name, value: m.name, description: `Latest version ${m.latestVersion} · ${about}` };
+		// n8n's list shows only the name: the summary goes there too.
+		return { name: `${m.name} — latest version ${m.latestVersion} · ${about}`, value: m.name };
 	});
 }
 

@@ -127,7 +127,7 @@ function f1Bars(box: Box, values: [string, number][]): string {
 	const out = [text(box.x, box.y + 16, 'F1 per class', 'font-size="20" font-weight="bold" fill="#222"')];
 	// The worst classes are the ones to look at: with many classes only they fit.
 	const shown = [...values].sort((a, b) => a[1] - b[1]).slice(0, 8);
-	const rowHeight = Math.min(20, (box.height - 30) / Math.max(1, shown.length));
+	const rowHeight = Math.min(24, (box.height - 30) / Math.max(1, shown.length));
 	const barLeft = box.x + 150;
 	const barWidth = box.width - 210;
 	shown.forEach(([label, f1], k) => {
