@@ -144,7 +144,7 @@ test('Fine-Tune Head then Classify: train on images, save versions, classify by 
 	const classify = new Classify();
 	const { results } = await classify.methods.listSearch.searchModels.call(loadOptionsContext({}), 'PE');
 	assert.deepEqual(results.map((o) => o.value), ['pets']);
-	assert.match(results[0].name, /^pets — latest version 2 · validation accuracy \d+(\.\d)?% · cat, dog · \d{4}-\d{2}-\d{2}$/);
+	assert.match(results[0].name, /^pets — v2 · \d+(\.\d)?% accuracy · 2 classes · \d{4}-\d{2}-\d{2}$/);
 	assert.deepEqual((await classify.methods.listSearch.searchModels.call(loadOptionsContext({}), 'cats')).results, []);
 	// Versions of the chosen model, latest first; the classes of the chosen version.
 	const picked = { modelName: { __rl: true, mode: 'list', value: 'pets' } };

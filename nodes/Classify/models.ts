@@ -13,16 +13,19 @@ export function describeVersion(manifest: ModelManifest): string {
 	return `${manifest.evaluatedOn === 'validation' ? 'validation' : 'training'} accuracy ${percent(manifest.metrics.accuracy)} · ${labels} · ${manifest.createdAt.slice(0, 10)}`;
 }
 
-/** The store's models whose name contains `filter`, each with its latest version described. */
+/** The store's models whose name contains `filter`, each with its latest version summarised. */
 export async function searchModels(filter = ''): Promise<INodeListSearchItems[]> {
 	const store = new ModelStore();
 	const wanted = (await store.list()).filter((m) => m.name.toLowerCase().includes(filter.trim().toLowerCase()));
 	const read = await settleLimited(wanted, READ_AT_ONCE, (m) => store.load(m.name, m.latestVersion));
 	return wanted.map((m, k) => {
 		const result = read[k];
-		const about = result.status === 'fulfilled' ? describeVersion(result.value.manifest) : `cannot be read: ${redactPaths(errorMessage(result.reason))}`;
-		// n8n's list shows only the name: the summary goes there too.
-		return { name: `${m.name} — latest version ${m.latestVersion} · ${about}`, value: m.name };
+		// n8n's list shows only the name, cut to its width: a short summary goes there too.
+		const manifest = result.status === 'fulfilled' ? result.value.manifest : undefined;
+		const about = manifest
+			? `${percent(manifest.metrics.accuracy)} accuracy · ${manifest.labels.length} classes · ${manifest.createdAt.slice(0, 10)}`
+			: `cannot be read: ${redactPaths(errorMessage((result as PromiseRejectedResult).reason))}`;
+		return { name: `${m.name} — v${m.latestVersion} · ${about}`, value: m.name };
 	});
 }
 

@@ -4,7 +4,8 @@
  * of every step go to a temporary folder, kept when a step fails or TL_UI_SCREENSHOTS is set
  * (which names the folder).
  */
-import { DATASETS_DIR, TEMP_DIR, readDataset } from '../helpers/env';
+import { DATASETS_DIR, MIRROR_DIR, TEMP_DIR, readDataset } from '../helpers/env';
+import { serveFolder } from '../helpers/server';
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, promises as fs } from 'node:fs';
@@ -190,7 +191,7 @@ test('Classify lists the trained model with its accuracy and classes, then offer
 	await step('classify-model-list', async () => {
 		await addClassify();
 		await page.getByTestId('resource-locator-modelName').getByTestId('rlc-input').click();
-		await page.getByTestId('rlc-item').getByText(/^flowers — latest version 1 · validation accuracy [\d.]+% · daisy, dandelion, roses, sunflowers, tulips · \d{4}-/).waitFor();
+		await page.getByTestId('rlc-item').getByText(/^flowers — v1 · [\d.]+% accuracy · 5 classes · \d{4}-\d{2}-\d{2}$/).waitFor();
 	});
 	await step('classify-versions', async () => {
 		await page.getByTestId('rlc-item').first().click();
@@ -227,4 +228,27 @@ test('n8n wraps Classify as a tool for its AI Agent, with the description an age
 		// Each class output is labelled on the canvas.
 		for (const label of ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips', 'unknown']) await page.getByText(label, { exact: true }).first().waitFor();
 	});
+});
+
+test("n8n's credential test of Model Host sends the header to the Test URL and tells a wrong one apart", async () => {
+	// A private model host: the mirror's files, only with the right key.
+	const host = await serveFolder(MIRROR_DIR, (_path, req, res) => {
+		if (req.headers['x-model-key'] === 'right') return false;
+		res.writeHead(401).end('no');
+		return true;
+	});
+	try {
+		const check = async (headerValue: string) => {
+			const data = { headerName: 'X-Model-Key', headerValue, testUrl: `${host.url}tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json` };
+			const response = await n8n.api.post('credentials/test', { credentials: { name: 'Model Host', type: 'modelHostApi', data } });
+			assert.equal(response.status, 200, JSON.stringify(response.data));
+			return (response.data as { data: { status: string; message: string } }).data;
+		};
+		assert.equal((await check('right')).status, 'OK');
+		const wrong = await check('wrong');
+		assert.equal(wrong.status, 'Error');
+		assert.equal(host.requests.at(-1)!.headers['x-model-key'], 'wrong');
+	} finally {
+		await host.close();
+	}
 });
