@@ -201,12 +201,14 @@ test('Classify lists the trained model with its accuracy and classes, then offer
 		assert.equal(versions.length, 2, versions.join(' | '));
 		assert.match(versions[0], /^Latest/);
 		assert.match(versions[1], /^Version 1validation accuracy [\d.]+% · daisy, dandelion, roses, sunflowers, tulips · \d{4}-/);
+		await snap('classify-versions-open');
 		await page.keyboard.press('Escape');
 	});
 	await step('classify-class-names', async () => {
 		await page.getByTestId('parameter-input-routeByClass').locator('.el-switch, [role="switch"]').first().click();
 		await page.getByTestId('parameter-input-classNames').click();
 		assert.deepEqual(await dropdownOptions('tulips'), ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips']);
+		await snap('classify-class-names-open');
 		await page.keyboard.press('Escape');
 	});
 });
@@ -238,9 +240,13 @@ test("n8n's credential test of Model Host sends the header to the Test URL and t
 		return true;
 	});
 	try {
+		const data = { headerName: 'X-Model-Key', headerValue: 'right', testUrl: `${host.url}tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json` };
+		// As the editor does: the credential is saved, then tested with the values in the form.
+		const saved = await n8n.api.post('credentials', { name: 'Model Host', type: 'modelHostApi', data });
+		assert.equal(saved.status, 200, JSON.stringify(saved.data));
+		const { id } = (saved.data as { data: { id: string } }).data;
 		const check = async (headerValue: string) => {
-			const data = { headerName: 'X-Model-Key', headerValue, testUrl: `${host.url}tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json` };
-			const response = await n8n.api.post('credentials/test', { credentials: { name: 'Model Host', type: 'modelHostApi', data } });
+			const response = await n8n.api.post('credentials/test', { credentials: { id, name: 'Model Host', type: 'modelHostApi', data: { ...data, headerValue } } });
 			assert.equal(response.status, 200, JSON.stringify(response.data));
 			return (response.data as { data: { status: string; message: string } }).data;
 		};
