@@ -71,7 +71,7 @@ export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.
 			id,
 			{
 				id,
-				title: `MobileNetV2 ${alpha} (ImageNet, 1280 features)`,
+				title: `MobileNet v2 ${alpha} (ImageNet, 1280 features)`,
 				url: `${PUBLIC_MODEL_HOST}teachable-machine-models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_${alpha}_224_no_top/model.json`,
 				inputType: 'image' as const,
 				format: 'layers' as const,
@@ -87,7 +87,7 @@ export const CATALOG: Record<string, BackboneSpec & { title: string }> = Object.
 			id,
 			{
 				id,
-				title: `MobileNet v1 ${alpha} (ImageNet, ${Math.round(1024 * Number(alpha))} features)`,
+				title: `MobileNet v1 ${Number(alpha).toFixed(2)} (ImageNet, ${Math.round(1024 * Number(alpha))} features)`,
 				url: `${PUBLIC_MODEL_HOST}tfjs-models/tfjs/mobilenet_v1_${alpha}_224/model.json`,
 				inputType: 'image' as const,
 				format: 'layers' as const,

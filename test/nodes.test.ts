@@ -1,9 +1,12 @@
-import { DATASETS_DIR, sample } from './helpers/env';
+import { DATA_DIR, DATASETS_DIR, TEMP_DIR, sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
-import { NodeHelpers, Workflow, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters } from 'n8n-workflow';
+import { LoadOptionsContext } from 'n8n-core';
+import { NodeHelpers, Workflow, type IDataObject, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters, type INodeProperties, type INodeType, type IWorkflowExecuteAdditionalData } from 'n8n-workflow';
 import { Classify } from '../nodes/Classify/Classify.node';
+import { ExtractFeatures } from '../nodes/ExtractFeatures/ExtractFeatures.node';
+import { FineTuneHead } from '../nodes/FineTuneHead/FineTuneHead.node';
 import { imageItem, runNode } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
 
@@ -84,6 +87,25 @@ test('Fine-Tune Head then Classify: train on images, save versions, classify by 
 	assert.ok((result.json.accuracy as number) >= 0.5);
 	assert.equal((result.pairedItem as unknown[]).length, 24);
 	assert.ok(result.binary?.model, 'model file attached');
+	assert.equal(result.json.savedAs, 'model "pets" version 1 in the model store, and as a file in binary property "model"');
+	assert.equal(result.json.examples, 24);
+	// Rounded, each once, keyed by class name; the history only on request.
+	for (const value of [result.json.accuracy, result.json.macroF1]) assert.equal(value, Number((value as number).toFixed(4)));
+	assert.equal(result.json.metrics, undefined);
+	assert.equal(result.json.history, undefined);
+	const matrix = result.json.confusionMatrix as Record<string, Record<string, number>>;
+	assert.deepEqual(Object.keys(matrix), ['cat', 'dog']);
+	assert.deepEqual(Object.keys(matrix.cat), ['cat', 'dog']);
+	const validated = (result.json.training as IDataObject).validationCount as number;
+	assert.equal(matrix.cat.cat + matrix.cat.dog + matrix.dog.cat + matrix.dog.dog, validated);
+	assert.equal((result.json.accuracy as number).toFixed(3), ((matrix.cat.cat + matrix.dog.dog) / validated).toFixed(3));
+	assert.deepEqual(Object.keys(result.json.perClass as IDataObject), ['cat', 'dog']);
+	// The training report: a PNG picture.
+	const report = result.binary!.report;
+	assert.equal(report.mimeType, 'image/png');
+	assert.equal(report.fileName, 'pets-v1-report.png');
+	const picture = await sharp(Buffer.from(report.data, 'base64')).metadata();
+	assert.deepEqual([picture.format, picture.width, picture.height], ['png', 1200, 760]);
 
 	const classified = await runNode('classify', { modelName: 'pets', topK: 2 }, testImages.map((e) => imageItem(e.bytes, { truth: e.label })));
 	assert.equal(classified.error, undefined, classified.error?.message);
@@ -108,27 +130,67 @@ test('Fine-Tune Head then Classify: train on images, save versions, classify by 
 	assert.deepEqual(fromFile.outputs[0].map((o) => o.json.label), out.slice(0, 4).map((o) => o.json.label));
 
 	// A retrain lands as version 2 and Classify uses it at once.
-	const retrained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'pets', label: '={{ $json.animal }}' }, labelled(train.slice(0, 20)));
+	const retrained = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'pets', label: '={{ $json.animal }}', options: { includeHistory: true } }, labelled(train.slice(0, 20)));
 	assert.equal(retrained.outputs[0][0].json.version, 2);
+	const history = retrained.outputs[0][0].json.history as IDataObject[];
+	assert.equal(history.length, (retrained.outputs[0][0].json.training as IDataObject).epochsRun);
+	assert.deepEqual(Object.keys(history[0]), ['epoch', 'loss', 'accuracy', 'validationLoss', 'validationAccuracy']);
 	const again = await runNode('classify', { modelName: 'pets' }, [imageItem(testImages[0].bytes)]);
 	assert.equal(again.outputs[0][0].json.version, 2);
 	const pinned = await runNode('classify', { modelName: 'pets', modelVersion: '1' }, [imageItem(testImages[0].bytes)]);
 	assert.equal(pinned.outputs[0][0].json.version, 1);
 
-	// The picker lists the store's models.
-	const options = await new Classify().methods.loadOptions.getModels.call({} as ILoadOptionsFunctions);
-	assert.deepEqual(options.map((o) => o.value), ['pets']);
+	// The picker lists the store's models with their latest version, accuracy, classes and date.
+	const classify = new Classify();
+	const { results } = await classify.methods.listSearch.searchModels.call(loadOptionsContext({}), 'PE');
+	assert.deepEqual(results.map((o) => o.value), ['pets']);
+	assert.match(results[0].name, /^pets — v2 · \d+(\.\d)?% accuracy · 2 classes · \d{4}-\d{2}-\d{2}$/);
+	assert.deepEqual((await classify.methods.listSearch.searchModels.call(loadOptionsContext({}), 'cats')).results, []);
+	// Versions of the chosen model, latest first; the classes of the chosen version.
+	const picked = { modelName: { __rl: true, mode: 'list', value: 'pets' } };
+	const versions = await classify.methods.loadOptions.getModelVersions.call(loadOptionsContext(picked));
+	assert.deepEqual(versions.map((o) => o.value), ['latest', '2', '1']);
+	assert.deepEqual(versions.map((o) => o.name), ['Latest', 'Version 2', 'Version 1']);
+	const classes = await classify.methods.loadOptions.getClassNames.call(loadOptionsContext({ ...picked, modelVersion: '1' }));
+	assert.deepEqual(classes.map((o) => o.value), ['cat', 'dog']);
+	// A name typed as an expression cannot be resolved in the editor: only "latest" is offered.
+	const typed = await classify.methods.loadOptions.getModelVersions.call(loadOptionsContext({ modelName: { __rl: true, mode: 'name', value: '={{ $json.query.model }}' } }));
+	assert.deepEqual(typed.map((o) => o.value), ['latest']);
+
+	// The model chosen in the list, and the results under one key without the input fields.
+	const grouped = await runNode(
+		'classify',
+		{ ...picked, modelVersion: '1', options: { resultField: 'classification', includeInputFields: false } },
+		[imageItem(testImages[0].bytes, { truth: 'x' })],
+	);
+	assert.deepEqual(Object.keys(grouped.outputs[0][0].json), ['classification']);
+	assert.equal((grouped.outputs[0][0].json.classification as IDataObject).version, 1);
+	assert.equal((grouped.outputs[0][0].json.classification as IDataObject).label, out[0].json.label);
+	assert.ok(grouped.outputs[0][0].binary?.data, 'the image stays attached');
+	// By default the results come first, the input fields after them.
+	assert.deepEqual(Object.keys(out[0].json).slice(0, 3), ['label', 'confidence', 'scores']);
+	assert.equal(Object.keys(out[0].json).at(-1), 'truth');
 });
+
+/** n8n's own context for a node's list and option methods, with the node's current parameters. */
+function loadOptionsContext(parameters: INodeParameters): ILoadOptionsFunctions {
+	const node: INode = { id: '1', name: 'Classify', type: 'n8n-nodes-transfer-learning.classify', typeVersion: 1, position: [0, 0], parameters };
+	const classify = new Classify();
+	const nodeTypes = { getByName: () => classify, getByNameAndVersion: () => classify, getKnownTypes: () => ({}) } as never;
+	const workflow = new Workflow({ nodes: [node], connections: {}, active: false, nodeTypes });
+	return new LoadOptionsContext(workflow, node, { currentNodeParameters: parameters } as IWorkflowExecuteAdditionalData, 'modelName');
+}
 
 test('Classify routes each item to the output of its class, and unsure ones to unknown', async () => {
 	await runNode('fineTuneHead', { ...BACKBONE, modelName: 'router', label: '={{ $json.animal }}' }, labelled(train));
 	const items = testImages.map((e) => imageItem(e.bytes, { truth: e.label }));
-	const routed = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'dog, cat' }, items);
+	const routed = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: ['dog', 'cat'] }, items);
 	assert.equal(routed.outputs.length, 3);
 	assert.ok(routed.outputs[0].every((o) => o.json.label === 'dog'));
 	assert.ok(routed.outputs[1].every((o) => o.json.label === 'cat'));
 	assert.equal(routed.outputs[0].length + routed.outputs[1].length, 20);
-	const unsure = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'cat,dog', threshold: 1 }, items.slice(0, 3));
+	// Typed in an expression: comma-separated.
+	const unsure = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: '={{ "cat,dog" }}', threshold: 1 }, items.slice(0, 3));
 	assert.equal(unsure.outputs[2].length, 3);
 	assert.ok(unsure.outputs[2].every((o) => o.json.label === 'unknown'));
 	const mismatch = await runNode('classify', { modelName: 'router', routeByClass: true, classNames: 'cat, bird' }, items.slice(0, 1));
@@ -200,5 +262,71 @@ test('Classify declares one output per class name plus unknown, as n8n evaluates
 		return NodeHelpers.getNodeOutputs(workflow, node, description).map((o) => (typeof o === 'string' ? o : o.displayName));
 	};
 	assert.deepEqual(outputsFor({ routeByClass: true, classNames: 'cat, dog ,bird' }), ['cat', 'dog', 'bird', 'unknown']);
+	assert.deepEqual(outputsFor({ routeByClass: true, classNames: ['dog', 'cat'] }), ['dog', 'cat', 'unknown']);
 	assert.deepEqual(outputsFor({ routeByClass: false }), ['Classified']);
+});
+
+test('every parameter of the three nodes explains itself, and Model File Property shows only with Output Model File', () => {
+	const undescribed: string[] = [];
+	const visit = (node: string, properties: INodeProperties[], path: string) => {
+		for (const p of properties) {
+			if (p.type !== 'notice' && p.type !== 'collection' && !p.description && !p.hint) undescribed.push(`${node}: ${path}${p.displayName}`);
+			if (p.type === 'collection' && p.options) visit(node, p.options as INodeProperties[], `${path}${p.displayName} → `);
+		}
+	};
+	for (const type of [new ExtractFeatures(), new FineTuneHead(), new Classify()]) visit(type.description.displayName, type.description.properties, '');
+	assert.deepEqual(undescribed, []);
+	const options = new FineTuneHead().description.properties.find((p) => p.name === 'options')!.options as INodeProperties[];
+	const modelFile = options.find((p) => p.name === 'modelBinaryProperty')!;
+	const shown = (parameters: INodeParameters) => NodeHelpers.displayParameter(parameters, modelFile, null, null);
+	assert.equal(shown({ outputModelFile: true }), true);
+	assert.equal(shown({ outputModelFile: false }), false);
+	assert.equal(shown({}), false);
+});
+
+test('the Model Host credential is offered only for custom model URLs and hub text encoders', () => {
+	const offered = (type: INodeType, parameters: INodeParameters) => {
+		// The parameters as the editor keeps them: defaults filled in, hidden ones dropped.
+		const kept = NodeHelpers.getNodeParameters(type.description.properties, parameters, true, false, null, type.description)!;
+		const node: INode = { id: '1', name: 'n', type: 'x', typeVersion: 1, position: [0, 0], parameters: kept };
+		return NodeHelpers.displayParameter(kept, type.description.credentials![0], node, type.description);
+	};
+	for (const type of [new ExtractFeatures(), new FineTuneHead()]) {
+		const name = type.description.displayName;
+		assert.equal(offered(type, {}), false, `${name}: default backbone`);
+		assert.equal(offered(type, { backbone: 'mobilenet_v1_0.25_224' }), false, `${name}: catalog backbone`);
+		assert.equal(offered(type, { backbone: 'custom', customModelUrl: 'https://x.example/model.json' }), true, `${name}: custom URL`);
+		assert.equal(offered(type, { inputType: 'text' }), false, `${name}: bundled text encoder`);
+		assert.equal(offered(type, { inputType: 'text', textBackbone: 'all_minilm_l6_v2' }), true, `${name}: hub text encoder`);
+		// A custom backbone left behind when switching to text no longer counts.
+		assert.equal(offered(type, { inputType: 'text', backbone: 'custom' }), false, `${name}: hidden custom backbone`);
+	}
+});
+
+test('canvas subtitles name the backbone and the model, not raw ids', () => {
+	const subtitle = (type: INodeType, parameters: INodeParameters) => {
+		const node: INode = { id: '1', name: 'n', type: 'x', typeVersion: 1, position: [0, 0], parameters };
+		const workflow = new Workflow({ nodes: [node], connections: {}, active: false, nodeTypes: { getByName: () => type, getByNameAndVersion: () => type, getKnownTypes: () => ({}) } as never });
+		return workflow.expression.getSimpleParameterValue(node, type.description.subtitle!, 'manual', {});
+	};
+	assert.equal(subtitle(new ExtractFeatures(), { backbone: 'mobilenet_v2_1.00_224' }), 'MobileNet v2 1.00');
+	assert.equal(subtitle(new ExtractFeatures(), { backbone: 'mobilenet_v1_1.0_224' }), 'MobileNet v1 1.00');
+	assert.equal(subtitle(new ExtractFeatures(), { inputType: 'text', textBackbone: 'universal_sentence_encoder_lite' }), 'Universal Sentence Encoder Lite');
+	assert.equal(subtitle(new Classify(), { modelSource: 'store', modelName: { __rl: true, mode: 'list', value: 'flowers' }, modelVersion: 'latest' }), 'flowers · latest');
+	assert.equal(subtitle(new Classify(), { modelSource: 'store', modelName: { __rl: true, mode: 'list', value: 'flowers' }, modelVersion: '3' }), 'flowers · v3');
+});
+
+test('a catalog backbone that cannot be loaded is named in the message with the file and the backbones at hand, no server folder', async () => {
+	// The test mirror holds MobileNet v2 0.35 and v1 0.25 and 0.75, not the default MobileNet v2 1.00.
+	const run = await runNode('extractFeatures', {}, [imageItem(train[0].bytes)]);
+	const message = run.error!.message;
+	assert.match(message, /^The backbone MobileNet v2 1\.00 \(mobilenet_v2_1\.00_224\) cannot be loaded: .*<model mirror>\/teachable-machine-models\/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1\.00_224_no_top\/model\.json/);
+	for (const id of ['mobilenet_v2_0.35_224', 'mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224']) assert.ok(message.includes(`(${id})`), `${id} listed in: ${message}`);
+	assert.doesNotMatch(message, /Available here: .*mobilenet_v2_1\.00_224/);
+	assert.match(run.error!.description ?? '', /Choose an available backbone/);
+	// What a webhook caller would read names no server folder.
+	const trained = await runNode('fineTuneHead', { modelName: 'unloadable', label: '={{ $json.animal }}' }, labelled(train.slice(0, 2).concat(train.slice(12, 14))), { continueOnFail: true });
+	const shown = JSON.stringify(trained.outputs[0]);
+	assert.match(shown, /The backbone MobileNet v2 1\.00 \(mobilenet_v2_1\.00_224\) cannot be loaded/);
+	for (const folder of [DATA_DIR, TEMP_DIR]) assert.ok(!shown.includes(folder) && !message.includes(folder), `${folder} shown`);
 });

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { IDataObject, IExecuteFunctions, ILoadOptionsFunctions, INodeExecutionData, INodePropertyOptions, INodeType } from 'n8n-workflow';
+import type { IDataObject, IExecuteFunctions, ILoadOptionsFunctions, INodeExecutionData, INodeListSearchResult, INodePropertyOptions, INodeType } from 'n8n-workflow';
 import {
 	Backbone,
 	classify,
@@ -23,11 +23,14 @@ import {
 import { n8nFileAccess } from '../shared/files';
 import { asError, extractorBackend, failedItem, failedRun, gatherFeatures, gatherImageViews, loadExtractor, readFeatureSource, readHostAuth, settleLimited } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
+import { classNameOptions, modelVersionOptions, searchModels } from './models';
 
 interface Options {
 	backend?: BackendChoice;
 	batchSize?: number;
 	allowFileBackbone?: boolean;
+	includeInputFields?: boolean;
+	resultField?: string;
 	testTimeAveraging?: boolean;
 }
 
@@ -35,10 +38,17 @@ export class Classify implements INodeType {
 	description = classifyDescription;
 
 	methods = {
+		listSearch: {
+			async searchModels(this: ILoadOptionsFunctions, filter?: string): Promise<INodeListSearchResult> {
+				return { results: await searchModels(filter) };
+			},
+		},
 		loadOptions: {
-			async getModels(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
-				const models = await new ModelStore().list();
-				return models.map((m) => ({ name: m.name, value: m.name, description: `Latest version ${m.latestVersion}` }));
+			async getModelVersions(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
+				return modelVersionOptions(this);
+			},
+			async getClassNames(this: ILoadOptionsFunctions): Promise<INodePropertyOptions[]> {
+				return classNameOptions(this);
 			},
 		},
 	};
@@ -46,7 +56,7 @@ export class Classify implements INodeType {
 	async execute(this: IExecuteFunctions): Promise<INodeExecutionData[][]> {
 		const items = this.getInputData();
 		const routeByClass = this.getNodeParameter('routeByClass', 0, false) as boolean;
-		const classNames = routeByClass ? splitClassNames(this.getNodeParameter('classNames', 0, '') as string) : [];
+		const classNames = routeByClass ? splitClassNames(this.getNodeParameter('classNames', 0, []) as string | string[]) : [];
 		// The outputs n8n draws (see outputsFromClassNames); failed items go to the last.
 		const outputs: INodeExecutionData[][] = routeByClass ? [...classNames, UNKNOWN_LABEL].map(() => []) : [[]];
 		try {
@@ -119,8 +129,7 @@ export class Classify implements INodeType {
 					try {
 						const [prediction] = Array.isArray(f) ? classifyViews(model.head, [f], { topK, threshold }) : classify(model.head, [f], { topK, threshold });
 						const output = routeByClass ? outputIndex(classNames, prediction.label) : 0;
-						const json: IDataObject = {
-							...items[i].json,
+						const result: IDataObject = {
 							label: prediction.label,
 							confidence: prediction.confidence,
 							scores: prediction.scores,
@@ -129,6 +138,7 @@ export class Classify implements INodeType {
 							...(backend ? { backend } : {}),
 							...(backbone?.precision ? { precision: backbone.precision } : {}),
 						};
+						const json = withInput(items[i].json, result, options);
 						results[i] = { json, binary: items[i].binary, pairedItem: { item: i }, output };
 					} catch (error) {
 						models[i] = error as Error;
@@ -177,8 +187,8 @@ async function resolveModel(ctx: IExecuteFunctions, store: ModelStore, itemIndex
 		}
 		return model;
 	}
-	const name = String(ctx.getNodeParameter('modelName', itemIndex) ?? '').trim();
-	if (!name) throw new TransferLearningError('No model is selected', 'Choose a model in "Model Name or ID"');
+	const name = String(ctx.getNodeParameter('modelName', itemIndex, '', { extractValue: true }) ?? '').trim();
+	if (!name) throw new TransferLearningError('No model is selected', 'Choose a model in "Model"');
 	return store.load(ModelStore.checkName(name), parseVersion(ctx.getNodeParameter('modelVersion', itemIndex, 'latest')));
 }
 
@@ -192,11 +202,21 @@ function parseVersion(raw: unknown): VersionRef {
 	return version;
 }
 
-/** As n8n splits them to draw the outputs: a list with a trailing comma still works. */
-function splitClassNames(text: string): string[] {
-	return String(text ?? '')
-		.split(',')
-		.map((name) => name.trim())
+/**
+ * The results first, so that Table view opens on them; under `resultField` when one is set. Results
+ * win over input fields of the same name.
+ */
+function withInput(input: IDataObject, result: IDataObject, options: Options): IDataObject {
+	const field = options.resultField?.trim();
+	const own = field ? { [field]: result } : result;
+	if (options.includeInputFields === false) return own;
+	return { ...own, ...Object.fromEntries(Object.entries(input).filter(([key]) => !(key in own))) };
+}
+
+/** As n8n splits them to draw the outputs: picked from the list, or comma-separated with a trailing comma. */
+function splitClassNames(value: string | string[]): string[] {
+	return (Array.isArray(value) ? value : String(value ?? '').split(','))
+		.map((name) => String(name).trim())
 		.filter((name) => name);
 }
 

@@ -5,10 +5,11 @@ import { backendOption, batchSizeOption, itemInputProperties } from '../shared/p
  * Evaluated by n8n in the editor and at run time to draw one output per class plus `unknown`.
  * It must stay self-contained: n8n stringifies it into an expression.
  */
-const outputsFromClassNames = (parameters: { routeByClass?: boolean; classNames?: string }) => {
+const outputsFromClassNames = (parameters: { routeByClass?: boolean; classNames?: string | string[] }) => {
 	if (!parameters.routeByClass) return [{ type: 'main', displayName: 'Classified' }];
-	const names = String(parameters.classNames ?? '')
-		.split(',')
+	// Picked from the list (an array) or typed, comma-separated, in an expression.
+	const names = (Array.isArray(parameters.classNames) ? parameters.classNames : String(parameters.classNames ?? '').split(','))
+		.map((name) => String(name))
 		.map((name) => name.trim())
 		.filter((name) => name);
 	return [...names, 'unknown'].map((name) => ({ type: 'main', displayName: name }));
@@ -17,11 +18,17 @@ const outputsFromClassNames = (parameters: { routeByClass?: boolean; classNames?
 export const classifyDescription: INodeTypeDescription = {
 	displayName: 'Classify',
 	name: 'classify',
-	icon: 'file:classify.svg',
+	icon: { light: 'file:classify.svg', dark: 'file:classify.dark.svg' },
 	group: ['transform'],
 	version: 1,
-	subtitle: '={{ $parameter.modelSource === "binary" ? "model from file" : $parameter.modelName }}',
+	subtitle: '={{ $parameter.modelSource === "binary" ? "Model from file" : ($parameter.modelName.value || $parameter.modelName) + " · " + ($parameter.modelVersion === "latest" || !$parameter.modelVersion ? "latest" : "v" + $parameter.modelVersion) }}',
 	description: 'Label images, texts or feature vectors with a model trained by Fine-Tune Head',
+	usableAsTool: {
+		replacements: {
+			description:
+				'Classifies one image or one text with a model trained on this n8n, and returns its class: `label` (one of the model\'s classes, or "unknown" when the model is unsure), `confidence` (0 to 1) and `scores` (the most likely classes with their scores). Give it what the node reads: the text, or the image address, as its parameters ask.',
+		},
+	},
 	defaults: { name: 'Classify' },
 	inputs: ['main'],
 	outputs: `={{(${outputsFromClassNames})($parameter)}}`,
@@ -36,23 +43,37 @@ export const classifyDescription: INodeTypeDescription = {
 				{ name: 'Model File (Binary Property)', value: 'binary', description: 'A model file exported by Fine-Tune Head' },
 			],
 			default: 'store',
+			description: 'Where the model comes from: the models Fine-Tune Head saved on this n8n, or a model file attached to each item',
 		},
 		{
-			displayName: 'Model Name or ID',
+			displayName: 'Model',
 			name: 'modelName',
-			type: 'options',
-			typeOptions: { loadOptionsMethod: 'getModels' },
-			default: '',
+			type: 'resourceLocator',
+			default: { mode: 'list', value: '' },
 			required: true,
-			description: 'Choose from the list, or specify a name using an <a href="https://docs.n8n.io/code/expressions/">expression</a>',
+			description: 'A model Fine-Tune Head saved on this n8n',
+			hint: 'Pick from the list, or switch to By Name to write a name or an expression (e.g. from the webhook query)',
+			modes: [
+				{
+					displayName: 'From List',
+					name: 'list',
+					type: 'list',
+					placeholder: 'Select a model...',
+					// The store needs no credential: the Model Host one is only for backbone downloads.
+					typeOptions: { searchListMethod: 'searchModels', searchable: true, skipCredentialsCheckInRLC: true },
+				},
+				{ displayName: 'By Name', name: 'name', type: 'string', placeholder: 'e.g. flowers' },
+			],
 			displayOptions: { show: { modelSource: ['store'] } },
 		},
 		{
 			displayName: 'Version',
 			name: 'modelVersion',
-			type: 'string',
+			type: 'options',
+			typeOptions: { loadOptionsMethod: 'getModelVersions', loadOptionsDependsOn: ['modelName.value'] },
 			default: 'latest',
-			description: '"latest" picks up each retrain at once; a number pins that version',
+			description:
+				'"Latest" picks up each retrain at once; a version number pins that version. Choose from the list, or specify a version number or "latest" using an <a href="https://docs.n8n.io/code/expressions/">expression</a>.',
 			displayOptions: { show: { modelSource: ['store'] } },
 		},
 		{
@@ -60,6 +81,7 @@ export const classifyDescription: INodeTypeDescription = {
 			name: 'modelBinaryProperty',
 			type: 'string',
 			default: 'model',
+			description: 'Name of the binary property holding the model file (a .tlmodel file Fine-Tune Head exported with Output Model File on)',
 			displayOptions: { show: { modelSource: ['binary'] } },
 		},
 		...itemInputProperties(),
@@ -89,11 +111,13 @@ export const classifyDescription: INodeTypeDescription = {
 		{
 			displayName: 'Class Names',
 			name: 'classNames',
-			type: 'string',
-			default: '',
+			type: 'multiOptions',
+			typeOptions: { loadOptionsMethod: 'getClassNames', loadOptionsDependsOn: ['modelName.value', 'modelVersion'] },
+			default: [],
 			required: true,
-			placeholder: 'cat, dog',
-			description: "The model's classes, comma-separated, in the order the outputs should have. Checked against the model when it runs.",
+			description:
+				'The model\'s classes, one output each, in the order picked. Checked against the model when it runs. Choose from the list, or specify the names comma-separated using an <a href="https://docs.n8n.io/code/expressions/">expression</a>.',
+			hint: 'Pick every class of the model; items it is unsure of go to the last output, "unknown"',
 			displayOptions: { show: { routeByClass: [true] } },
 		},
 		{
@@ -114,6 +138,21 @@ export const classifyDescription: INodeTypeDescription = {
 				},
 				backendOption,
 				batchSizeOption,
+				{
+					displayName: 'Include Input Fields',
+					name: 'includeInputFields',
+					type: 'boolean',
+					default: true,
+					description: "Whether to keep the input item's fields after the results (a webhook's headers, params and query, for example); its binary data is kept either way",
+				},
+				{
+					displayName: 'Put Results Under',
+					name: 'resultField',
+					type: 'string',
+					default: '',
+					placeholder: 'e.g. classification',
+					description: 'Field that receives label, confidence, scores, model, version and backend as one object. Empty: they are fields of the item, before the input fields.',
+				},
 				{
 					displayName: 'Test-Time Averaging',
 					name: 'testTimeAveraging',

@@ -1,18 +1,18 @@
 import type { INodeTypeDescription } from 'n8n-workflow';
-import { backendOption, backboneProperties, batchSizeOption, imageSourceProperties, precisionOption, resizeModeOption, textProperty } from '../shared/parameters';
+import { backendOption, backboneProperties, backboneSubtitle, batchSizeOption, imageSourceProperties, modelHostCredential, precisionOption, resizeModeOption, textProperty } from '../shared/parameters';
 
 export const extractFeaturesDescription: INodeTypeDescription = {
 	displayName: 'Extract Features',
 	name: 'extractFeatures',
-	icon: 'file:extractFeatures.svg',
+	icon: { light: 'file:extractFeatures.svg', dark: 'file:extractFeatures.dark.svg' },
 	group: ['transform'],
 	version: 1,
-	subtitle: '={{ $parameter.inputType === "text" ? $parameter.textBackbone : $parameter.backbone }}',
+	subtitle: backboneSubtitle(),
 	description: 'Turn images or texts into feature vectors (embeddings) with a pretrained network',
 	defaults: { name: 'Extract Features' },
 	inputs: ['main'],
 	outputs: ['main'],
-	credentials: [{ name: 'modelHostApi', required: false }],
+	credentials: [modelHostCredential],
 	properties: [
 		{
 			displayName: 'Input',
@@ -23,6 +23,7 @@ export const extractFeaturesDescription: INodeTypeDescription = {
 				{ name: 'Text', value: 'text' },
 			],
 			default: 'image',
+			description: 'What each item brings: an image (attached or by URL) or a text',
 		},
 		...imageSourceProperties({ inputType: ['image'] }),
 		textProperty({ inputType: ['text'] }),
@@ -38,7 +39,7 @@ export const extractFeaturesDescription: INodeTypeDescription = {
 				batchSizeOption,
 				precisionOption,
 				{
-					displayName: 'L2-Normalise',
+					displayName: 'L2-Normalise Features',
 					name: 'l2Normalize',
 					type: 'boolean',
 					default: false,
@@ -49,7 +50,7 @@ export const extractFeaturesDescription: INodeTypeDescription = {
 					name: 'outputField',
 					type: 'string',
 					default: 'features',
-					description: 'Field that receives the feature vector',
+					description: 'Field that receives the feature vector (a list of numbers); Fine-Tune Head and Classify read it with Input set to Features from Extract Features',
 				},
 				{ ...resizeModeOption, displayOptions: { show: { '/inputType': ['image'] } } },
 			],

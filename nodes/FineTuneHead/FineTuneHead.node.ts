@@ -1,4 +1,4 @@
-import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
+import type { IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import {
 	Backbone,
 	backboneKey,
@@ -23,6 +23,8 @@ import { n8nFileAccess } from '../shared/files';
 import { errorItem, failedItem, gatherFeatures, gatherImageViews, loadExtractor, readBackboneSpec, readEachItem, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
 import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
+import { trainingReportPng } from './report';
+import { trainingSummary } from './summary';
 
 interface Options {
 	augmentation?: boolean;
@@ -31,6 +33,7 @@ interface Options {
 	batchSize?: number;
 	l2Normalize?: boolean;
 	outputModelFile?: boolean;
+	includeHistory?: boolean;
 	modelBinaryProperty?: string;
 	resizeMode?: ResizeMode;
 }
@@ -122,35 +125,20 @@ export class FineTuneHead implements INodeType {
 			const precision = loaded instanceof Backbone ? loaded.precision : undefined;
 			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, { ...source, ...(precision ? { precision } : {}) });
 			const { manifest } = model;
+			const property = options.modelBinaryProperty || 'model';
 			const item: INodeExecutionData = {
-				json: {
-					modelName: manifest.name,
-					version: manifest.version,
-					accuracy: manifest.metrics.accuracy,
-					macroF1: manifest.metrics.macroF1,
-					evaluatedOn: manifest.evaluatedOn,
-					labels: manifest.labels,
-					examplesPerClass: manifest.examplesPerClass,
-					trainCount: manifest.trainCount,
-					validationCount: manifest.validationCount,
-					finalTrainCount: manifest.finalTrainCount,
-					finalEpochs: manifest.finalEpochs,
-					bestEpoch: manifest.bestEpoch,
-					solver: manifest.solver as unknown as IDataObject,
-					...(manifest.augmentation ? { augmentation: manifest.augmentation } : {}),
-					backbone: manifest.backbone.id,
-					metrics: manifest.metrics as unknown as IDataObject,
-					history: manifest.history as unknown as IDataObject[],
-					createdAt: manifest.createdAt,
-					...(leftOut.size ? { skippedItems: [...leftOut.keys()].sort((a, b) => a - b) } : {}),
-				},
+				json: trainingSummary(manifest, {
+					modelFile: options.outputModelFile ? property : undefined,
+					includeHistory: options.includeHistory ?? false,
+					skippedItems: [...leftOut.keys()].sort((a, b) => a - b),
+				}),
 				pairedItem: everyItem.map((i) => ({ item: i })),
 			};
+			item.binary = {
+				report: await this.helpers.prepareBinaryData(await trainingReportPng(manifest), `${manifest.name}-v${manifest.version}-report.png`, 'image/png'),
+			};
 			if (options.outputModelFile) {
-				const property = options.modelBinaryProperty || 'model';
-				item.binary = {
-					[property]: await this.helpers.prepareBinaryData(exportModel(model), `${manifest.name}-v${manifest.version}.tlmodel`, 'application/octet-stream'),
-				};
+				item.binary[property] = await this.helpers.prepareBinaryData(exportModel(model), `${manifest.name}-v${manifest.version}.tlmodel`, 'application/octet-stream');
 			}
 			return [[item, ...leftOutItems()]];
 		} catch (error) {

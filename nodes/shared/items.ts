@@ -28,6 +28,7 @@ import {
 	type ResizeMode,
 	type SharedTextEncoder,
 } from '../../engine';
+import { backboneLoadError } from './backbones';
 
 /** Items read between two yields to the event loop: tens of milliseconds of expressions. */
 const ITEMS_PER_TURN = 50;
@@ -138,7 +139,10 @@ export const FEATURE_SOURCE_FIELD = 'featureSource';
 type Extractor = Backbone | SharedTextEncoder;
 
 export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess; precision?: PrecisionChoice }): Promise<Extractor> {
-	return spec.inputType === 'text' ? loadTextEncoder(spec, options) : loadBackbone(spec, options);
+	if (spec.inputType === 'text') return loadTextEncoder(spec, options);
+	return loadBackbone(spec, options).catch(async (error) => {
+		throw await backboneLoadError(spec, error);
+	});
 }
 
 /** The backend an extractor runs on, as the nodes report it. */

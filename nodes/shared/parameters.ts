@@ -1,4 +1,4 @@
-import type { INodeProperties } from 'n8n-workflow';
+import type { INodeCredentialDescription, INodeProperties } from 'n8n-workflow';
 import { CATALOG, DEFAULT_BACKBONE, DEFAULT_TEXT_BACKBONE, inputTypeOf, MAX_TEXT_TOKENS, type InputType } from '../../engine';
 
 /** Where an item's image comes from; shared by all three nodes. */
@@ -13,6 +13,7 @@ export function imageSourceProperties(show: Record<string, string[]> = {}): INod
 				{ name: 'URL', value: 'url', description: 'Download the image from an http(s) address' },
 			],
 			default: 'binary',
+			description: 'Where each item\'s image comes from: a file attached to the item (Read Files from Disk, an HTTP Request returning a file, a webhook upload) or an address to download',
 			displayOptions: { show },
 		},
 		{
@@ -22,6 +23,7 @@ export function imageSourceProperties(show: Record<string, string[]> = {}): INod
 			default: 'data',
 			required: true,
 			description: 'Name of the binary property that holds the image (JPEG, PNG, WebP, GIF, AVIF or TIFF)',
+			hint: 'The name shown on the binary tab of the previous node\'s output, "data" for most nodes',
 			displayOptions: { show: { ...show, imageSource: ['binary'] } },
 		},
 		{
@@ -63,6 +65,7 @@ export function itemInputProperties(): INodeProperties[] {
 				{ name: 'Features from Extract Features', value: 'features' },
 			],
 			default: 'image',
+			description: 'What each item brings: an image, a text, or the feature vector Extract Features made from one (to extract once and train or classify many times)',
 		},
 		...imageSourceProperties({ inputType: ['image'] }),
 		textProperty({ inputType: ['text'] }),
@@ -126,6 +129,7 @@ export function backboneProperties(show: Record<string, string[]>, showText: Rec
 			required: true,
 			placeholder: 'https://example.com/my-model/model.json',
 			description: 'The model.json of a TensorFlow.js layers or graph model',
+			hint: 'A host that asks for a header (a token, an API key) needs a Model Host credential, above',
 			displayOptions: custom,
 		},
 		{
@@ -146,6 +150,7 @@ export function backboneProperties(show: Record<string, string[]>, showText: Rec
 				{ name: '0 to 255 (Raw Pixels)', value: 'raw' },
 			],
 			default: 'minusOneToOne',
+			description: 'How the model expects pixel values, as it was trained; the wrong one gives poor features without an error',
 			displayOptions: custom,
 		},
 		{
@@ -198,6 +203,7 @@ export const resizeModeOption: INodeProperties = {
 		{ name: 'Stretch', value: 'stretch', description: 'Squash to a square' },
 	],
 	default: 'centreCrop',
+	description: 'How an image is brought to the square the backbone reads',
 };
 
 export const batchSizeOption: INodeProperties = {
@@ -206,5 +212,33 @@ export const batchSizeOption: INodeProperties = {
 	type: 'number',
 	default: 16,
 	typeOptions: { minValue: 1, maxValue: 256 },
-	description: 'Images or texts run through the network together; larger is faster, up to memory',
+	description: 'Images or texts the backbone reads at once to make features; larger is faster, up to memory',
+};
+
+/** A backbone's name without the details in brackets, for canvas subtitles. */
+export const shortTitle = (title: string) => title.replace(/\s*\(.*$/, '');
+
+/**
+ * A canvas subtitle naming the backbone the node uses, e.g. "MobileNet v2 1.00", not its id. n8n
+ * evaluates it in the editor, where the catalog is not at hand: the names travel in the expression.
+ */
+export function backboneSubtitle(): string {
+	const names = Object.fromEntries([...Object.values(CATALOG).map((e) => [e.id, shortTitle(e.title)]), ['custom', 'Custom model']]);
+	return `={{ (${JSON.stringify(names)})[$parameter.inputType === "text" ? $parameter.textBackbone : $parameter.backbone] || ($parameter.inputType === "text" ? $parameter.textBackbone : $parameter.backbone) }}`;
+}
+
+/**
+ * The Model Host credential, offered only where a download may need a header: a custom model
+ * URL, or a text encoder from the Hugging Face hub. Catalog image backbones and the bundled text
+ * encoder come from public hosts (or the mirror).
+ */
+export const modelHostCredential: INodeCredentialDescription = {
+	name: 'modelHostApi',
+	required: false,
+	displayOptions: {
+		hide: {
+			backbone: Object.values(CATALOG).filter((e) => inputTypeOf(e) === 'image').map((e) => e.id),
+			textBackbone: [DEFAULT_TEXT_BACKBONE],
+		},
+	},
 };
