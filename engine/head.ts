@@ -24,8 +24,8 @@ export interface TrainingOptions {
 	classWeights: 'balanced' | 'none';
 	seed: number;
 	/**
-	 * `auto`: a head without a hidden layer is fitted full-batch (L-BFGS, L2 strength and input
-	 * scaling chosen on the validation split) up to FULL_BATCH_MAX_ROWS rows, where epochs, batch
+	 * `auto`: a head without a hidden layer is fitted full-batch (L-BFGS on unit-length inputs, L2
+	 * strength chosen on the validation split) up to FULL_BATCH_MAX_ROWS rows, where epochs, batch
 	 * size, learning rate, dropout and patience do not apply; anything else trains with mini-batch
 	 * Adam. `miniBatch` always trains with mini-batch Adam.
 	 */
