@@ -319,3 +319,11 @@ test('a head that chose unit-length inputs normalises what it classifies', () =>
 	const scaled = [input[0].map((v) => v * 7)];
 	assert.deepEqual(predictHead(head, scaled), predictHead(head, input));
 });
+
+test('the training worker, started once per training, loads neither sharp nor zod', () => {
+	// Loading them through head.ts cost each training 80-160 ms before its first step.
+	const worker = path.join(__dirname, '..', 'engine', 'training', 'train.js');
+	const script = `require(${JSON.stringify(worker)}); console.log(JSON.stringify(Object.keys(require.cache).filter((f) => /node_modules[\\\\/](sharp|zod)[\\\\/]/.test(f))))`;
+	const loaded = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as string[];
+	assert.deepEqual(loaded, []);
+});
