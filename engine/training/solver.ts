@@ -43,11 +43,10 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 		const x1 = Math.min(r + 1, n - 1) * d;
 		const x2 = Math.min(r + 2, n - 1) * d;
 		const x3 = Math.min(r + 3, n - 1) * d;
-		for (let c = 0; c < k; c += 2) {
-			// With an odd class count the last pair is the last class twice.
-			const e = Math.min(c + 1, k - 1);
+		let c = 0;
+		for (; c + 1 < k; c += 2) {
 			const a = c * d;
-			const b = e * d;
+			const b = a + d;
 			let s0 = 0;
 			let s1 = 0;
 			let s2 = 0;
@@ -72,17 +71,24 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 				t2 += v * p2;
 				t3 += v * p3;
 			}
-			// Class e first: when it is c again, c's own sums overwrite it.
-			const be = w[biasAt + e];
-			z[e] = t0 + be;
-			z[k + e] = t1 + be;
-			z[2 * k + e] = t2 + be;
-			z[3 * k + e] = t3 + be;
-			const bc = w[biasAt + c];
-			z[c] = s0 + bc;
-			z[k + c] = s1 + bc;
-			z[2 * k + c] = s2 + bc;
-			z[3 * k + c] = s3 + bc;
+			setLogits(z, k, c, s0, s1, s2, s3, w[biasAt + c]);
+			setLogits(z, k, c + 1, t0, t1, t2, t3, w[biasAt + c + 1]);
+		}
+		// An odd class count leaves one class, on its own.
+		if (c < k) {
+			const a = c * d;
+			let s0 = 0;
+			let s1 = 0;
+			let s2 = 0;
+			let s3 = 0;
+			for (let j = 0; j < d; j++) {
+				const u = w[a + j];
+				s0 += u * x[x0 + j];
+				s1 += u * x[x1 + j];
+				s2 += u * x[x2 + j];
+				s3 += u * x[x3 + j];
+			}
+			setLogits(z, k, c, s0, s1, s2, s3, w[biasAt + c]);
 		}
 		for (let q = 0; q < 4; q++) {
 			const at = q * k;
@@ -102,20 +108,17 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 				gradient[biasAt + c] += z[at + c];
 			}
 		}
-		for (let c = 0; c < k; c += 2) {
-			// The last class's copy in an odd pair adds nothing.
-			const e = Math.min(c + 1, k - 1);
-			const other = e === c ? 0 : 1;
+		for (c = 0; c + 1 < k; c += 2) {
 			const a = c * d;
-			const b = e * d;
+			const b = a + d;
 			const d0 = z[c];
 			const d1 = z[k + c];
 			const d2 = z[2 * k + c];
 			const d3 = z[3 * k + c];
-			const f0 = other * z[e];
-			const f1 = other * z[k + e];
-			const f2 = other * z[2 * k + e];
-			const f3 = other * z[3 * k + e];
+			const f0 = z[c + 1];
+			const f1 = z[k + c + 1];
+			const f2 = z[2 * k + c + 1];
+			const f3 = z[3 * k + c + 1];
 			for (let j = 0; j < d; j++) {
 				const p0 = x[x0 + j];
 				const p1 = x[x1 + j];
@@ -125,6 +128,14 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 				gradient[b + j] += f0 * p0 + f1 * p1 + f2 * p2 + f3 * p3;
 			}
 		}
+		if (c < k) {
+			const a = c * d;
+			const d0 = z[c];
+			const d1 = z[k + c];
+			const d2 = z[2 * k + c];
+			const d3 = z[3 * k + c];
+			for (let j = 0; j < d; j++) gradient[a + j] += d0 * x[x0 + j] + d1 * x[x1 + j] + d2 * x[x2 + j] + d3 * x[x3 + j];
+		}
 	}
 	let squares = 0;
 	for (let j = 0; j < biasAt; j++) {
@@ -132,6 +143,14 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 		gradient[j] += l2 * w[j];
 	}
 	return loss + (l2 / 2) * squares;
+}
+
+/** The four rows' logits of class `c` in the block's [row, class] scratch. */
+function setLogits(z: Float64Array, k: number, c: number, s0: number, s1: number, s2: number, s3: number, bias: number): void {
+	z[c] = s0 + bias;
+	z[k + c] = s1 + bias;
+	z[2 * k + c] = s2 + bias;
+	z[3 * k + c] = s3 + bias;
 }
 
 /** `out[c] = bias[c] + w[c]·x[row..row+d]`, four classes per pass over the row. */

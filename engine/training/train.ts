@@ -3,10 +3,11 @@
  * loop over Float32Arrays costs less than TF.js's per-op dispatch, needs no backend, and gives the
  * same numbers on every machine. It runs synchronously, so trainHead calls it in a worker thread.
  */
-import { argMax, FULL_BATCH_MAX_ROWS, predictHead, type DenseLayer, type EpochRecord, type Head, type TrainingOptions, type TrainingProgress, type TrainingResult } from '../head';
+import type { DenseLayer, EpochRecord, Head, TrainingOptions, TrainingProgress, TrainingResult } from '../head';
 import { computeMetrics } from '../metrics';
 import { seededRandom, shuffleInPlace } from '../random';
-import { fitFullBatch } from './full-batch';
+import { fitFullBatch, FULL_BATCH_MAX_ROWS } from './full-batch';
+import { argMax, predictHead } from './predict';
 
 /**
  * `features` and `labels` are already checked by checkExamples; `classes` is their sorted label
