@@ -33,7 +33,7 @@ export function trainingSummary(manifest: ModelManifest, options: { modelFile?: 
 		backbone: manifest.backbone.id,
 		...(manifest.precision ? { precision: manifest.precision } : {}),
 		...(manifest.solver?.method === 'lbfgs' ? { solver: { method: 'lbfgs', l2: manifest.solver.l2, unitLengthInputs: manifest.solver.l2Normalize } } : {}),
-		...(manifest.augmentation ? { augmentationViews: manifest.augmentation.views.length } : {}),
+		...(manifest.augmentation ? { augmentation: manifest.augmentation as unknown as IDataObject } : {}),
 		createdAt: manifest.createdAt,
 		...(options.skippedItems.length ? { skippedItems: options.skippedItems } : {}),
 		examplesPerClass: manifest.examplesPerClass,
