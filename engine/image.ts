@@ -41,7 +41,7 @@ export async function decodeImage(
 			() => undefined,
 		);
 		return retry.catch((again) => {
-			throw describeDecodeError(errorMessage(again), maxPixels);
+			throw describeDecodeError(errorMessage(again), maxPixels, bytes);
 		});
 	}
 }
@@ -65,7 +65,19 @@ async function decode(bytes: Buffer, size: ImageSize, mode: ResizeMode, maxPixel
 	return new Uint8Array(data.buffer, data.byteOffset, data.length);
 }
 
-function describeDecodeError(message: string, maxPixels: number): TransferLearningError {
+/**
+ * A JPEG without its end-of-image marker or a PNG without its IEND chunk: the retry above can
+ * still lose libvips' message while other images decode at the same moment, and a cut-off upload
+ * deserves to be called what it is.
+ */
+function isCutShort(bytes: Buffer): boolean {
+	const tail = bytes.subarray(Math.max(0, bytes.length - 64));
+	if (bytes[0] === 0xff && bytes[1] === 0xd8) return !tail.includes(Buffer.from([0xff, 0xd9]));
+	if (bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) return !tail.includes(Buffer.from('IEND'));
+	return false;
+}
+
+export function describeDecodeError(message: string, maxPixels: number, bytes?: Buffer): TransferLearningError {
 	const send = 'Send a complete JPEG, PNG, WebP, GIF, AVIF or TIFF file';
 	if (/pixel limit/i.test(message)) {
 		return new TransferLearningError(
@@ -76,7 +88,7 @@ function describeDecodeError(message: string, maxPixels: number): TransferLearni
 	if (/unsupported image format/i.test(message)) {
 		return new TransferLearningError('The data is not an image (unsupported format)', send);
 	}
-	if (/premature end|truncated|end of file/i.test(message)) {
+	if (/premature end|truncated|end of file/i.test(message) || (bytes && isCutShort(bytes))) {
 		return new TransferLearningError(`The image file is truncated (${message})`, send);
 	}
 	return new TransferLearningError(`Could not decode the image: ${message}`, send);

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { decodeImage } from '../engine';
+import { describeDecodeError } from '../engine/image';
 
 const photo = readFileSync(path.join(DATASETS_DIR, 'cats_vs_dogs', readFileSync(path.join(DATASETS_DIR, 'cats_vs_dogs', 'labels.csv'), 'utf8').split('\n')[1].split(',')[0]));
 const SIZE = { height: 32, width: 32 };
@@ -81,4 +82,13 @@ test('bad images fail with a message that says what is wrong', async () => {
 	const huge = await sharp({ create: { width: 20000, height: 20000, channels: 3, background: '#888' }, limitInputPixels: false }).png({ compressionLevel: 9 }).toBuffer();
 	assert.ok(huge.length < 5_000_000, 'the bomb is small on disk');
 	await assert.rejects(decodeImage(huge, SIZE, 'centreCrop', LIMIT), (e: Error & { hint?: string }) => /more than 50000000 pixels/.test(e.message) && /TL_MAX_IMAGE_PIXELS/.test(e.hint ?? ''));
+});
+
+test('a cut-off JPEG or PNG is called truncated even when libvips lost its message to another thread', async () => {
+	const png = await sharp(photo).png().toBuffer();
+	for (const whole of [photo, png]) {
+		const cut = whole.subarray(0, Math.floor(whole.length / 2));
+		assert.match(describeDecodeError('Unknown error', LIMIT, cut).message, /^The image file is truncated/);
+		assert.match(describeDecodeError('Unknown error', LIMIT, whole).message, /^Could not decode the image: Unknown error/);
+	}
 });
