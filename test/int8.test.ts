@@ -91,7 +91,7 @@ test('Automatic uses int8 when it agrees with float32, and float32 when a bad ca
 	// Every activation squeezed into [0, 0.01]: int8 saturates everywhere.
 	const plan = compileLayersModel(await fetchModelArtifacts(spec.url), spec);
 	const file = await calibrationFile(spec);
-	writeFileSync(file, JSON.stringify({ calibration: 'images', calibrationImages: 16, ranges: quantizedTensors(plan).map((t) => [t, [0, 0.01]]) }));
+	writeFileSync(file, JSON.stringify({ calibration: 'images', calibrationImages: 16, ranges: quantizedTensors(plan).map((t) => [t, [0, 0.01]]), means: [] }));
 	const forced = await features(spec, 'int8');
 	assert.equal(forced.precision, 'int8');
 	const bad = cosineAgreement(forced.out, float.out).mean;
