@@ -8,9 +8,9 @@ import { CompiledTfjsModel } from './compiled-tfjs';
 import { CompileError, compileLayersModel, type CompiledPlan } from './compiler';
 import { fetchModelArtifacts, writeAtomically, type HostAuth, type ModelArtifacts } from './download';
 import { TransferLearningError, errorMessage } from './errors';
-import { calibrateRanges, compiledBase, OnnxExecutor, type Int8Ranges } from './onnx';
+import { calibrate, compiledBase, OnnxExecutor, type Int8Calibration } from './onnx';
 import { checkLocalModelFile, isHttpUrl, type LocalFileAccess } from './paths';
-import { cosineAgreement, networkRanges, type Calibration, type Range } from './quantize';
+import { cosineAgreement, networkStats, type Calibration, type Range } from './quantize';
 import { settings, type BackendChoice, type PrecisionChoice } from './settings';
 
 export type Precision = 'float32' | 'int8';
@@ -195,17 +195,18 @@ export class Backbone {
 			if (saved) {
 				floatFeatures = await float.run(pixels, images.length);
 			} else {
-				const measured = await calibrateRanges(plan, normalization, pixels, images.length);
+				const measured = await calibrate(plan, normalization, pixels, images.length);
 				floatFeatures = measured.features;
-				saved = { calibration: 'images', calibrationImages: images.length, ranges: measured.ranges };
+				saved = { calibration: 'images', calibrationImages: images.length, ranges: measured.ranges, means: measured.means };
 				if (images.length < MIN_CALIBRATION_IMAGES) {
 					try {
-						saved = { calibration: 'network', calibrationImages: 0, ranges: networkRanges(plan) };
+						saved = { calibration: 'network', calibrationImages: 0, ...networkStats(plan) };
 					} catch (error) {
 						if (!(error instanceof CompileError)) throw error;
 					}
 				}
-				await writeAtomically(file, Buffer.from(JSON.stringify({ calibration: saved.calibration, calibrationImages: saved.calibrationImages, ranges: [...saved.ranges] }))).catch(() => {});
+				const record = { calibration: saved.calibration, calibrationImages: saved.calibrationImages, ranges: [...saved.ranges], means: [...saved.means] };
+				await writeAtomically(file, Buffer.from(JSON.stringify(record))).catch(() => {});
 			}
 			int8 = await OnnxExecutor.create(plan, this.spec, artifacts, saved);
 			const int8Features = await int8.run(pixels, images.length);
@@ -303,12 +304,13 @@ function split(flat: Float32Array, size: number, count: number): Float32Array[] 
 }
 
 /** A calibration this package wrote, or undefined (absent, unreadable, or of another shape: calibrate again). */
-async function readCalibration(file: string): Promise<(Int8Ranges & { calibrationImages: number }) | undefined> {
+async function readCalibration(file: string): Promise<(Int8Calibration & { calibrationImages: number }) | undefined> {
 	try {
-		const raw = JSON.parse(await fs.readFile(file, 'utf8')) as { calibration: Calibration; calibrationImages: number; ranges: [string, Range][] };
-		if (!['images', 'network'].includes(raw.calibration) || !Array.isArray(raw.ranges)) return undefined;
+		const raw = JSON.parse(await fs.readFile(file, 'utf8')) as { calibration: Calibration; calibrationImages: number; ranges: [string, Range][]; means: [string, number[]][] };
+		if (!['images', 'network'].includes(raw.calibration) || !Array.isArray(raw.ranges) || !Array.isArray(raw.means)) return undefined;
 		if (!raw.ranges.every((r) => typeof r[0] === 'string' && r[1]?.length === 2 && r[1].every(Number.isFinite))) return undefined;
-		return { calibration: raw.calibration, calibrationImages: Number(raw.calibrationImages) || 0, ranges: new Map(raw.ranges) };
+		if (!raw.means.every((m) => typeof m[0] === 'string' && Array.isArray(m[1]) && m[1].every(Number.isFinite))) return undefined;
+		return { calibration: raw.calibration, calibrationImages: Number(raw.calibrationImages) || 0, ranges: new Map(raw.ranges), means: new Map(raw.means) };
 	} catch {
 		return undefined;
 	}

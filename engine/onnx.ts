@@ -8,7 +8,7 @@ import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from './download';
 import { errorMessage } from './errors';
-import { activationParams, pixelParams, quantizeBias, quantizeWeights, quantizedTensors, RangeTracker, type Calibration, type Range } from './quantize';
+import { activationParams, correctBias, pixelParams, quantizeBias, quantizeWeights, quantizedTensors, StatsTracker, type ActivationStats, type Calibration } from './quantize';
 import { settings } from './settings';
 
 /**
@@ -17,14 +17,14 @@ import { settings } from './settings';
  * faster at it than a JS loop). The output is `features` [batch, featureSize].
  */
 export interface GraphOptions {
-	/** Present: the int8 graph, with these activation ranges (every tensor quantizedTensors names). */
-	ranges?: Map<string, Range>;
+	/** Present: the int8 graph, with these activation ranges and channel means (every tensor quantizedTensors names). */
+	int8?: ActivationStats;
 	/** Float tensors of the plan to add as graph outputs, by plan name (to calibrate on). */
 	expose?: string[];
 }
 
 export function planToOnnx(plan: CompiledPlan, normalization: Normalization, options: GraphOptions = {}): Uint8Array {
-	const { ranges } = options;
+	const ranges = options.int8?.ranges;
 	const nodes: onnx.INodeProto[] = [];
 	const initializers: onnx.ITensorProto[] = [];
 	let counter = 0;
@@ -143,7 +143,8 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 				let b: string;
 				if (ranges) {
 					const quantized = quantizeWeights(weights, outChannels);
-					const bias = quantizeBias(op.bias, scales.get(op.input)!, quantized.scales);
+					const mean = options.int8!.means.get(op.input);
+					const bias = quantizeBias(mean ? correctBias(op.bias, weights, quantized, mean, inPerGroup) : op.bias, scales.get(op.input)!, quantized.scales);
 					w = dequantized(`${op.output}_w`, dims, quantized.values, quantized.scales);
 					b = dequantized(`${op.output}_b`, [outChannels], bias.values, bias.scales);
 				} else {
@@ -225,11 +226,10 @@ function onnxRuntime(): typeof Ort {
 }
 
 /** Bump when planToOnnx changes what it writes, so cached files are rebuilt. */
-const COMPILER_VERSION = 5;
+const COMPILER_VERSION = 6;
 
-/** An int8 graph's activation ranges and where they came from. */
-export interface Int8Ranges {
-	ranges: Map<string, Range>;
+/** An int8 graph's activation statistics and where they came from. */
+export interface Int8Calibration extends ActivationStats {
 	calibration: Calibration;
 }
 
@@ -252,7 +252,7 @@ export function compiledBase(spec: ImageBackboneSpec, artifacts: ModelArtifacts)
 /**
  * Runs a compiled plan on ONNX Runtime's CPU engine, in float32 or, given activation ranges, int8.
  * The ONNX file is cached in the model cache (`compiled/`), keyed by the backbone, a hash of its
- * weights and, for int8, of the ranges.
+ * weights and, for int8, of the activation statistics.
  */
 export class OnnxExecutor {
 	readonly input = 'pixels';
@@ -262,13 +262,13 @@ export class OnnxExecutor {
 		private readonly plan: CompiledPlan,
 	) {}
 
-	static async create(plan: CompiledPlan, spec: ImageBackboneSpec, artifacts: ModelArtifacts, int8?: Int8Ranges): Promise<OnnxExecutor> {
+	static async create(plan: CompiledPlan, spec: ImageBackboneSpec, artifacts: ModelArtifacts, int8?: Int8Calibration): Promise<OnnxExecutor> {
 		const ort = onnxRuntime();
-		const rangesHash = int8 && crypto.createHash('sha256').update(JSON.stringify([...int8.ranges])).digest('hex').slice(0, 12);
-		const file = `${compiledBase(spec, artifacts)}${int8 ? `-int8-${int8.calibration}-${rangesHash}` : ''}.onnx`;
+		const statsHash = int8 && crypto.createHash('sha256').update(JSON.stringify([[...int8.ranges], [...int8.means]])).digest('hex').slice(0, 12);
+		const file = `${compiledBase(spec, artifacts)}${int8 ? `-int8-${int8.calibration}-${statsHash}` : ''}.onnx`;
 		let bytes: Uint8Array | undefined = await fs.readFile(file).catch(() => undefined);
 		if (!bytes) {
-			bytes = planToOnnx(plan, NORMALIZATIONS[spec.normalization], { ranges: int8?.ranges });
+			bytes = planToOnnx(plan, NORMALIZATIONS[spec.normalization], { int8 });
 			// A read-only cache only costs the compile next time (a few tens of milliseconds).
 			await writeAtomically(file, Buffer.from(bytes)).catch(() => {});
 		}
@@ -289,18 +289,18 @@ export class OnnxExecutor {
 
 /**
  * The float32 features of a batch of decoded images (RGB bytes, the plan's input size, back to
- * back) and the [min, max] each tensor the int8 graph quantizes took on it.
+ * back) and the [min, max] and channel means each tensor the int8 graph quantizes took on it.
  */
-export async function calibrateRanges(plan: CompiledPlan, normalization: Normalization, pixels: Uint8Array, count: number): Promise<{ features: Float32Array; ranges: Map<string, Range> }> {
+export async function calibrate(plan: CompiledPlan, normalization: Normalization, pixels: Uint8Array, count: number): Promise<{ features: Float32Array } & ActivationStats> {
 	const ort = onnxRuntime();
 	const tensors = quantizedTensors(plan);
 	const session = await ort.InferenceSession.create(planToOnnx(plan, normalization, { expose: tensors }), sessionOptions());
 	try {
 		const [h, w, c] = plan.inputShape;
 		const result = await session.run({ pixels: new ort.Tensor('uint8', pixels, [count, h, w, c]) });
-		const tracker = new RangeTracker();
-		session.outputNames.slice(1).forEach((name, i) => tracker.add(tensors[i], result[name].data as Float32Array));
-		return { features: result.features.data as Float32Array, ranges: tracker.ranges };
+		const tracker = new StatsTracker();
+		session.outputNames.slice(1).forEach((name, i) => tracker.add(tensors[i], result[name].data as Float32Array, result[name].dims));
+		return { features: result.features.data as Float32Array, ranges: tracker.ranges, means: tracker.means };
 	} finally {
 		await session.release();
 	}

@@ -91,7 +91,7 @@ test('Automatic uses int8 when it agrees with float32, and float32 when a bad ca
 	// Every activation squeezed into [0, 0.01]: int8 saturates everywhere.
 	const plan = compileLayersModel(await fetchModelArtifacts(spec.url), spec);
 	const file = await calibrationFile(spec);
-	writeFileSync(file, JSON.stringify({ calibration: 'images', calibrationImages: 16, ranges: quantizedTensors(plan).map((t) => [t, [0, 0.01]]) }));
+	writeFileSync(file, JSON.stringify({ calibration: 'images', calibrationImages: 16, ranges: quantizedTensors(plan).map((t) => [t, [0, 0.01]]), means: [] }));
 	const forced = await features(spec, 'int8');
 	assert.equal(forced.precision, 'int8');
 	const bad = cosineAgreement(forced.out, float.out).mean;
@@ -147,3 +147,24 @@ for (const dataset of ['cats_vs_dogs', 'flowers5']) {
 		assert.ok(int8 >= float - 0.03, `int8 ${int8.toFixed(3)}, float32 ${float.toFixed(3)}`);
 	});
 }
+
+test('calibrated on a first batch of one class, int8 keeps the features of the other classes close to float32 (mean cosine >= 0.995)', async () => {
+	// Datasets often list their images class by class, so the first batch may hold one class only.
+	freshCache();
+	const spec = catalogBackbone('mobilenet_v1_0.75_224') as ImageBackboneSpec;
+	const firstBatch = sample('flowers5', 16, 'train').filter((e) => e.label === 'daisy').map((e) => e.bytes);
+	const others = sample('flowers5', 4, 'test').filter((e) => e.label !== 'daisy').map((e) => e.bytes);
+	assert.equal(firstBatch.length, 16);
+	const backbone = await Backbone.load(spec, { precision: 'int8' });
+	try {
+		await extractFeatures(backbone, firstBatch);
+		assert.equal(backbone.parity?.calibration, 'images');
+		const int8 = (await extractFeatures(backbone, others)) as Float32Array[];
+		const float = await features(spec, 'float32', others);
+		// Without bias correction, rounding the weights moved every image's features the same way: 0.988.
+		const agreement = cosineAgreement(int8, float.out);
+		assert.ok(agreement.mean >= 0.995, `mean cosine ${agreement.mean}`);
+	} finally {
+		backbone.dispose();
+	}
+});
