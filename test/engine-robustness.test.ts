@@ -240,7 +240,7 @@ test('ONNX Runtime applies a softmax over the channels of a feature map, as TF.j
 	const reference = await Backbone.load(spec, { backend: 'wasm', compile: false });
 	const expected = (await extractFeatures(reference, images)) as Float32Array[];
 	for (const backend of ['onnxruntime', 'wasm'] as const) {
-		const compiled = await Backbone.load(spec, { backend });
+		const compiled = await Backbone.load(spec, { backend, precision: 'float32' });
 		assert.equal(compiled.backend.name, backend, compiled.backend.fallbackReason);
 		const actual = (await extractFeatures(compiled, images)) as Float32Array[];
 		actual.forEach((f, i) => near(Array.from(expected[i]), f, `${backend} image ${i}`));
