@@ -1,4 +1,5 @@
 import { DATA_DIR } from './helpers/env';
+import { watchEventLoop } from './helpers/event-loop';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
@@ -11,7 +12,6 @@ import { UseLiteEncoder } from '../engine/text/use-lite';
 import { Tokenizer, type Vocabulary } from '../engine/text/tokenizer';
 import { readTextDataset, samplePerClass, type LabelledText } from '../scripts/text-dataset';
 import { runNode } from './helpers/n8n';
-import { setTimeout } from 'node:timers/promises';
 
 const BANKING = path.join(DATA_DIR, 'text', 'banking77_10intents', 'banking77_10intents.csv');
 const examples = readTextDataset(BANKING);
@@ -194,16 +194,9 @@ test('nodes: Fine-Tune Head reads the labels of thousands of items without holdi
 	const classes = [...new Set(train.map((e) => e.label))];
 	const random = seededRandom(3);
 	const items = Array.from({ length: 6 }, () => train).flat().map((e) => ({ json: { label: e.label, features: [classes.indexOf(e.label) + random(), random()] } }));
-	let last = performance.now();
-	let maxGapMs = 0;
-	const tick = setInterval(() => {
-		const now = performance.now();
-		maxGapMs = Math.max(maxGapMs, now - last);
-		last = now;
-	}, 10);
+	const loop = watchEventLoop(10);
 	const run = await runNode('fineTuneHead', { inputType: 'features', modelName: 'many-labels', label: '={{ $json.label }}', options: { l2Normalize: false } }, items);
-	await setTimeout(50);
-	clearInterval(tick);
+	const { maxGapMs } = await loop.stop();
 	console.log(`# ${items.length} labels read, head trained; the event loop's longest gap ${maxGapMs.toFixed(0)} ms`);
 	assert.equal(run.error, undefined, run.error?.message);
 	assert.equal(run.outputs[0][0].json.examples, items.length);

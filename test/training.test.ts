@@ -1,4 +1,5 @@
 import { TEMP_DIR } from './helpers/env';
+import { watchEventLoop } from './helpers/event-loop';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -29,20 +30,11 @@ test('training runs off the event loop and reports each epoch', async () => {
 	// Big enough to hold a core for well over a second.
 	const { features, labels } = blobs({ a: 400, b: 400, c: 400 }, 512, 1, 1, 1);
 	const progress: TrainingProgress[] = [];
-	// A 5 ms timer: the gaps between its ticks are how long the event loop was held.
-	const gaps: number[] = [];
-	let last = performance.now();
-	const timer = setInterval(() => {
-		const now = performance.now();
-		gaps.push(now - last);
-		last = now;
-	}, 5);
+	const loop = watchEventLoop(5);
 	const started = performance.now();
 	const result = await trainHead(features, labels, { hiddenUnits: 64, epochs: 30, patience: 100 }, (p) => progress.push(p));
 	const seconds = (performance.now() - started) / 1000;
-	clearInterval(timer);
-	gaps.push(performance.now() - last);
-	const maxLagMs = Math.max(...gaps);
+	const { gaps, maxGapMs: maxLagMs } = await loop.stop();
 	console.log(`# ${seconds.toFixed(1)} s of training; longest gap between 5 ms timer ticks ${maxLagMs.toFixed(0)} ms, p99 ${percentile(gaps, 99).toFixed(0)} ms`);
 	assert.ok(seconds > 1, `training took only ${seconds} s: too short to tell`);
 	// Synchronous training held the loop for the whole run (seconds); on a busy machine the
