@@ -7,25 +7,25 @@
  *   await saveTrainedModel(new ModelStore(), 'parcels', trained, backbone.spec, { resizeMode: 'centreCrop', l2Normalize: false });
  *   classify((await new ModelStore().load('parcels')).head, moreFeatures);
  */
-import type { Precision } from './backbone';
-import type { BackboneSpec } from './catalog';
-import type { TrainingResult } from './head';
-import { IMAGE_VIEWS, type ResizeMode } from './image';
-import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type TrainedModel } from './model';
+import type { Precision } from './backbones/backbone';
+import type { BackboneSpec } from './backbones/catalog';
+import type { TrainingResult } from './head/head';
+import { IMAGE_VIEWS, type ResizeMode } from './inputs/image';
+import { MODEL_FORMAT, MODEL_FORMAT_VERSION, type TrainedModel } from './store/model';
 import type { ModelStore } from './store';
 import { version as packageVersion } from '../package.json';
 
-export { useBackend, type BackendReport, type BackendName } from './backend';
-export { Backbone, type Int8Parity, type Precision } from './backbone';
-export * from './catalog';
-export { classify, UNKNOWN_LABEL, type Prediction } from './classifier';
-export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './download';
+export { useBackend, type BackendReport, type BackendName } from './runtimes/backend';
+export { Backbone, type Int8Parity, type Precision } from './backbones/backbone';
+export * from './backbones/catalog';
+export { classify, UNKNOWN_LABEL, type Prediction } from './head/classifier';
+export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './net/download';
 export { TransferLearningError, errorMessage, redactPaths } from './errors';
-export { extractFeatures, l2Normalize, loadBackbone } from './features';
-export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingProgress, type TrainingResult, type Head } from './head';
-export { decodeImage, IMAGE_VIEWS, type ResizeMode } from './image';
+export { extractFeatures, l2Normalize, loadBackbone } from './backbones/features';
+export { DEFAULT_TRAINING, trainHead, predictHead, type TrainingOptions, type TrainingProgress, type TrainingResult, type Head } from './head/head';
+export { decodeImage, IMAGE_VIEWS, type ResizeMode } from './inputs/image';
 export { LruCache } from './lru';
-export { computeMetrics, type Metrics } from './metrics';
+export { computeMetrics, type Metrics } from './head/metrics';
 export {
 	describeBackbone,
 	describeFeatureSource,
@@ -39,15 +39,15 @@ export {
 	type FeatureSource,
 	type ModelManifest,
 	type TrainedModel,
-} from './model';
-export type { LocalFileAccess } from './paths';
-export { classifyViews, extractViewFeatures } from './views';
+} from './store/model';
+export type { LocalFileAccess } from './inputs/paths';
+export { classifyViews, extractViewFeatures } from './inputs/views';
 export { ModelStore, type VersionRef } from './store';
 export { settings, type BackendChoice, type PrecisionChoice } from './settings';
 export { embedTexts, loadTextEncoder, SharedTextEncoder, type TextEncoder, type TextLoadOptions } from './text/encoder';
 export { hubRepoProblem } from './text/hf-files';
 export { MAX_TOKENS as MAX_TEXT_TOKENS } from './text/use-lite';
-export { tf } from './backend';
+export { tf } from './runtimes/backend';
 
 /** Turns a training result into the next version of `name` in the store. */
 export async function saveTrainedModel(

@@ -30,7 +30,7 @@ import {
 	type BackendChoice,
 	type TextEncoder,
 } from '../engine';
-import type { BackboneLoadOptions, Precision } from '../engine/backbone';
+import type { BackboneLoadOptions, Precision } from '../engine/backbones/backbone';
 import { UseLiteEncoder } from '../engine/text/use-lite';
 import { UseLitePool } from '../engine/text/use-lite-pool';
 import { readDataset } from './dataset';

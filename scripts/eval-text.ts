@@ -4,10 +4,10 @@
  *   npm run eval -- --data FILE.csv --backbone universal_sentence_encoder_lite [--json] [--per-class N] [--seed S] [--seeds N]
  * With --per-class N each seed trains on another N examples per class; figures are means over the seeds.
  */
-import { catalogBackbone, DEFAULT_TEXT_BACKBONE } from '../engine/catalog';
-import { argMax, predictHead, trainHead } from '../engine/head';
-import { computeMetrics } from '../engine/metrics';
-import { seededRandom } from '../engine/random';
+import { catalogBackbone, DEFAULT_TEXT_BACKBONE } from '../engine/backbones/catalog';
+import { argMax, predictHead, trainHead } from '../engine/head/head';
+import { computeMetrics } from '../engine/head/metrics';
+import { seededRandom } from '../engine/head/random';
 import type { BackendChoice } from '../engine/settings';
 import { embedTexts, loadTextEncoder } from '../engine/text/encoder';
 import { describeSpread, mean, seedsOf, spread, summarise } from './eval-seeds';

@@ -11,13 +11,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { catalogBackbone, DEFAULT_BACKBONE } from '../engine/catalog';
-import { extractFeatures, loadBackbone } from '../engine/features';
-import { argMax, predictHead, trainHead, type TrainingOptions } from '../engine/head';
-import { computeMetrics } from '../engine/metrics';
-import { seededRandom } from '../engine/random';
+import { catalogBackbone, DEFAULT_BACKBONE } from '../engine/backbones/catalog';
+import { extractFeatures, loadBackbone } from '../engine/backbones/features';
+import { argMax, predictHead, trainHead, type TrainingOptions } from '../engine/head/head';
+import { computeMetrics } from '../engine/head/metrics';
+import { seededRandom } from '../engine/head/random';
 import type { BackendChoice, PrecisionChoice } from '../engine/settings';
-import { averageProbabilities, extractViewFeatures } from '../engine/views';
+import { averageProbabilities, extractViewFeatures } from '../engine/inputs/views';
 import { readDataset, type LabelledImage } from './dataset';
 import { describeSpread, mean, seedsOf, summarise } from './eval-seeds';
 import { evalText } from './eval-text';

@@ -2,7 +2,7 @@ import { sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { catalogBackbone, IMAGE_VIEWS, loadBackbone, ModelStore } from '../engine';
-import { classifyViews, extractViewFeatures } from '../engine/views';
+import { classifyViews, extractViewFeatures } from '../engine/inputs/views';
 import { imageItem, runNode } from './helpers/n8n';
 
 const BACKBONE = { backbone: 'mobilenet_v1_0.25_224' };

@@ -173,8 +173,8 @@ test('a wasm backend that cannot start is tried once, not once per call', async 
 
 test('a failed ONNX Runtime session release is logged, never an unhandled rejection', async () => {
 	const run = await fresh(
-		`const { OnnxExecutor } = require(${JSON.stringify(path.join(ENGINE, 'onnx'))});
-		const { compileLayersModel } = require(${JSON.stringify(path.join(ENGINE, 'compiler'))});
+		`const { OnnxExecutor } = require(${JSON.stringify(path.join(ENGINE, 'runtimes', 'onnx'))});
+		const { compileLayersModel } = require(${JSON.stringify(path.join(ENGINE, 'runtimes', 'compiler'))});
 		const spec = engine.catalogBackbone('mobilenet_v1_0.25_224');
 		const artifacts = await engine.fetchModelArtifacts(spec.url);
 		const executor = await OnnxExecutor.create(compileLayersModel(artifacts, spec), spec, artifacts);

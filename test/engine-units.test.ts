@@ -18,7 +18,7 @@ import {
 	UNKNOWN_LABEL,
 	type TrainingResult,
 } from '../engine';
-import { seededRandom } from '../engine/random';
+import { seededRandom } from '../engine/head/random';
 
 /** Gaussian blobs: a real learning problem with a known answer, small enough for unit tests. */
 function blobs(perClass: number, classes: string[], dims = 8, seed = 1) {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import { decodeImage } from '../engine';
-import { describeDecodeError } from '../engine/image';
+import { describeDecodeError } from '../engine/inputs/image';
 
 const photo = readFileSync(path.join(DATASETS_DIR, 'cats_vs_dogs', readFileSync(path.join(DATASETS_DIR, 'cats_vs_dogs', 'labels.csv'), 'utf8').split('\n')[1].split(',')[0]));
 const SIZE = { height: 32, width: 32 };

@@ -9,10 +9,10 @@ import * as assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Backbone, catalogBackbone, computeMetrics, extractFeatures, fetchModelArtifacts, predictHead, trainHead, type ImageBackboneSpec } from '../engine';
-import { compiledBase } from '../engine/onnx';
-import { cosineAgreement, quantizedTensors } from '../engine/quantize';
-import { compileLayersModel } from '../engine/compiler';
-import { argMax } from '../engine/head';
+import { compiledBase } from '../engine/runtimes/onnx';
+import { cosineAgreement, quantizedTensors } from '../engine/runtimes/quantize';
+import { compileLayersModel } from '../engine/runtimes/compiler';
+import { argMax } from '../engine/head/head';
 
 const MIRRORED = ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224'];
 // Real photos of both datasets; the first 16 (one batch) calibrate, all of them are compared.

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { Client } from 'pg';
 import { catalogBackbone, exportModel, importModel, ModelStore, saveTrainedModel, trainHead, TransferLearningError, type TrainingResult } from '../engine';
-import { seededRandom } from '../engine/random';
+import { seededRandom } from '../engine/head/random';
 import { freePort } from '../scripts/n8n-instance';
 import { POSTGRES_MISSING, postgresBin, startPostgres, type Postgres } from './queue/services';
 

@@ -7,8 +7,8 @@ import { writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { classify, predictHead, tf, trainHead, useBackend, type Head, type TrainingProgress } from '../engine';
-import { seededRandom, shuffleInPlace } from '../engine/random';
-import { lbfgs, parameterCount, softmaxLoss, type SoftmaxProblem } from '../engine/training/solver';
+import { seededRandom, shuffleInPlace } from '../engine/head/random';
+import { lbfgs, parameterCount, softmaxLoss, type SoftmaxProblem } from '../engine/head/solver';
 import { percentile } from '../scripts/percentile';
 
 /** Gaussian blobs, one per class, `separation` apart along the class's own axis. */
@@ -314,7 +314,7 @@ test('a head that chose unit-length inputs normalises what it classifies', () =>
 
 test('the training worker, started once per training, loads neither sharp nor zod', () => {
 	// Loading them through head.ts cost each training 80-160 ms before its first step.
-	const worker = path.join(__dirname, '..', 'engine', 'training', 'train.js');
+	const worker = path.join(__dirname, '..', 'engine', 'head', 'train.js');
 	const script = `require(${JSON.stringify(worker)}); console.log(JSON.stringify(Object.keys(require.cache).filter((f) => /node_modules[\\\\/](sharp|zod)[\\\\/]/.test(f))))`;
 	const loaded = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as string[];
 	assert.deepEqual(loaded, []);

@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { catalogBackbone, classify, extractFeatures, IMAGE_VIEWS, loadBackbone, predictHead, trainHead } from '../engine';
-import { decodeImage, decodeViews } from '../engine/image';
-import { classifyViews, extractViewFeatures } from '../engine/views';
+import { decodeImage, decodeViews } from '../engine/inputs/image';
+import { classifyViews, extractViewFeatures } from '../engine/inputs/views';
 
 const SIZE = { height: 96, width: 128 };
 const ZOOMED = { height: 110, width: 146 };

@@ -1,4 +1,4 @@
-import type { ModelManifest, TrainedModel } from '../model';
+import type { ModelManifest, TrainedModel } from './model';
 
 export interface StoredModelSummary {
 	name: string;

@@ -1,7 +1,7 @@
 import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { damagedModel, decodeHead, encodeHead, headBytes, MODEL_LIMITS, MODEL_NAME, parseManifest, type ManifestOrigin, type ModelManifest } from '../model';
+import { damagedModel, decodeHead, encodeHead, headBytes, MODEL_LIMITS, MODEL_NAME, parseManifest, type ManifestOrigin, type ModelManifest } from './model';
 import type { NewModel, StoreBackend, StoredModelSummary, StoredVersion } from './backend';
 
 const MANIFEST = 'manifest.json';

@@ -1,7 +1,7 @@
 import { TransferLearningError } from '../errors';
 import { LruCache } from '../lru';
 import { sharePromise } from '../memo';
-import { MODEL_NAME, type ModelManifest, type TrainedModel } from '../model';
+import { MODEL_NAME, type ModelManifest, type TrainedModel } from './model';
 import { modelStoreLocation, settings, type ModelStoreLocation, type PostgresConnection } from '../settings';
 import type { NewModel, StoreBackend, StoredModelSummary } from './backend';
 import { FolderStore } from './folder';

@@ -1,6 +1,6 @@
 import type { Pool, PoolClient } from 'pg';
 import { TransferLearningError } from '../errors';
-import { damagedModel, decodeHead, encodeHead, headBytes, MODEL_LIMITS, parseManifest, type ManifestOrigin, type ModelManifest } from '../model';
+import { damagedModel, decodeHead, encodeHead, headBytes, MODEL_LIMITS, parseManifest, type ManifestOrigin, type ModelManifest } from './model';
 import type { PostgresConnection } from '../settings';
 import type { NewModel, StoreBackend, StoredModelSummary, StoredVersion } from './backend';
 import { manifestFor } from './folder';

@@ -1,9 +1,9 @@
-import { credentialKey, type HostAuth } from '../download';
+import { credentialKey, type HostAuth } from '../net/download';
 import { TransferLearningError } from '../errors';
 import { LruCache } from '../lru';
 import { sharePromise } from '../memo';
 import { settings, type BackendChoice } from '../settings';
-import { backboneKey, type TextBackboneSpec } from '../catalog';
+import { backboneKey, type TextBackboneSpec } from '../backbones/catalog';
 import type { HubTextSpec } from './hf-catalog';
 import { HubTextEncoder } from './hf-encoder';
 import { UseLitePool } from './use-lite-pool';

@@ -1,8 +1,8 @@
 import { promises as fs } from 'node:fs';
 import type { Tokenizer } from '@huggingface/tokenizers' with { 'resolution-mode': 'import' };
 import type * as Ort from 'onnxruntime-node';
-import { USE_LITE_ID } from '../catalog';
-import type { HostAuth } from '../download';
+import { USE_LITE_ID } from '../backbones/catalog';
+import type { HostAuth } from '../net/download';
 import { TransferLearningError, errorMessage } from '../errors';
 import { settings } from '../settings';
 import type { TextEncoder } from './encoder';

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cachePathFor, downloadModelFile, writeAtomically, type HostAuth } from '../download';
+import { cachePathFor, downloadModelFile, writeAtomically, type HostAuth } from '../net/download';
 import { TransferLearningError, errorMessage } from '../errors';
 import { settings } from '../settings';
 

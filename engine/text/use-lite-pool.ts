@@ -1,7 +1,7 @@
 import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { TextBackboneSpec } from '../catalog';
+import type { TextBackboneSpec } from '../backbones/catalog';
 import { TransferLearningError } from '../errors';
 import type { BackendChoice } from '../settings';
 import type { TextEncoder } from './encoder';

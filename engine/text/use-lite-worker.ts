@@ -6,7 +6,7 @@
  * (tensorflow/tfjs#8388): the backend then falls back as it would on the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { TextBackboneSpec } from '../catalog';
+import type { TextBackboneSpec } from '../backbones/catalog';
 import { TransferLearningError, errorMessage } from '../errors';
 import type { BackendChoice } from '../settings';
 import { UseLiteEncoder } from './use-lite';

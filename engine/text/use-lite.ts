@@ -1,9 +1,9 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import * as tfc from '@tensorflow/tfjs-converter';
-import { tf, useBackend } from '../backend';
-import type { TextBackboneSpec } from '../catalog';
-import { fetchModelArtifacts } from '../download';
+import { tf, useBackend } from '../runtimes/backend';
+import type { TextBackboneSpec } from '../backbones/catalog';
+import { fetchModelArtifacts } from '../net/download';
 import { TransferLearningError, errorMessage } from '../errors';
 import type { TextEncoder, TextLoadOptions } from './encoder';
 import { Tokenizer, type Vocabulary } from './tokenizer';

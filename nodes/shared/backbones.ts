@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { applyMirror, CATALOG, errorMessage, inputTypeOf, TransferLearningError, type BackboneSpec } from '../../engine';
-import { cachePathFor } from '../../engine/download';
+import { cachePathFor } from '../../engine/net/download';
 import { shortTitle } from './parameters';
 
 const exists = (file: string) =>

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
-import { seededRandom } from '../../engine/random';
+import { seededRandom } from '../../engine/head/random';
 
 /**
  * A BERT-shaped sentence encoder small enough to build in a test: token, position and type

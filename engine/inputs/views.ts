@@ -1,8 +1,8 @@
-import type { Backbone } from './backbone';
-import { predictionsOf, type ClassifyOptions, type Prediction } from './classifier';
-import { predictHead, type Head } from './head';
+import type { Backbone } from '../backbones/backbone';
+import { predictionsOf, type ClassifyOptions, type Prediction } from '../head/classifier';
+import { predictHead, type Head } from '../head/head';
 import { decodeViews, IMAGE_VIEWS, type ResizeMode } from './image';
-import { settings } from './settings';
+import { settings } from '../settings';
 
 /**
  * Features of every view of each image (IMAGE_VIEWS, in that order), or the error that image

@@ -2,10 +2,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { UNKNOWN_LABEL } from './classifier';
-import { TransferLearningError } from './errors';
+import { TransferLearningError } from '../errors';
 import type { Metrics } from './metrics';
-import { labelProblem } from './model';
-import type { TrainRequest } from './training/worker';
+import { labelProblem } from '../store/model';
+import type { TrainRequest } from './worker';
 
 export interface TrainingOptions {
 	/** Upper bound; early stopping usually ends sooner. */
@@ -47,8 +47,8 @@ export const DEFAULT_TRAINING: TrainingOptions = {
 
 // The training worker loads these without the rest of this module (whose imports reach sharp
 // and zod): a worker starts per training, and loading them cost it 80-160 ms.
-export { FULL_BATCH_MAX_ROWS } from './training/full-batch';
-export { argMax, predictHead } from './training/predict';
+export { FULL_BATCH_MAX_ROWS } from './full-batch';
+export { argMax, predictHead } from './predict';
 
 const MIN_EXAMPLES_PER_CLASS = 2;
 
@@ -183,7 +183,7 @@ export async function trainHead(
 	const request: TrainRequest = { features: flat, featureSize, labels, classes, options, viewsPerExample };
 	const releaseSlot = await trainingSlot();
 	// Compiled beside this file in dist/, wherever n8n's installer put the package.
-	const worker = new Worker(path.join(__dirname, 'training', 'worker.js'));
+	const worker = new Worker(path.join(__dirname, 'worker.js'));
 	try {
 		return await new Promise<TrainingResult>((resolve, reject) => {
 			worker.on('message', (message: WorkerMessage) => {

@@ -1,11 +1,11 @@
 import { Backbone } from './backbone';
 import { backboneKey, type ImageBackboneSpec } from './catalog';
-import { credentialKey, type HostAuth } from './download';
-import { decodeImage, type ResizeMode } from './image';
-import { LruCache } from './lru';
-import type { LocalFileAccess } from './paths';
-import { sharePromise } from './memo';
-import { settings, type BackendChoice, type PrecisionChoice } from './settings';
+import { credentialKey, type HostAuth } from '../net/download';
+import { decodeImage, type ResizeMode } from '../inputs/image';
+import { LruCache } from '../lru';
+import type { LocalFileAccess } from '../inputs/paths';
+import { sharePromise } from '../memo';
+import { settings, type BackendChoice, type PrecisionChoice } from '../settings';
 
 export interface LoadOptions {
 	auth?: HostAuth;

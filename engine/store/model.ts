@@ -9,14 +9,14 @@ import {
 	NORMALIZATIONS,
 	type BackboneSpec,
 	type NormalizationName,
-} from './catalog';
-import { UNKNOWN_LABEL } from './classifier';
-import { hubTextSpecProblem } from './text/hf-catalog';
-import { TransferLearningError } from './errors';
-import type { Precision } from './backbone';
-import type { EpochRecord, Head, SolverReport, TrainingOptions } from './head';
-import { IMAGE_VIEWS, type ImageView, type ResizeMode } from './image';
-import type { Metrics } from './metrics';
+} from '../backbones/catalog';
+import { UNKNOWN_LABEL } from '../head/classifier';
+import { hubTextSpecProblem } from '../text/hf-catalog';
+import { TransferLearningError } from '../errors';
+import type { Precision } from '../backbones/backbone';
+import type { EpochRecord, Head, SolverReport, TrainingOptions } from '../head/head';
+import { IMAGE_VIEWS, type ImageView, type ResizeMode } from '../inputs/image';
+import type { Metrics } from '../head/metrics';
 
 export const MODEL_FORMAT = 'n8n-transfer-learning-model';
 export const MODEL_FORMAT_VERSION = 1;

@@ -2,8 +2,8 @@
  * A linear softmax head fitted on all rows at once (L-BFGS) on unit-length inputs, its L2 strength
  * picked on the validation split from a short grid, then refitted on every example.
  */
-import type { EpochRecord, Head, SolverReport, TrainingOptions, TrainingProgress } from '../head';
-import { computeMetrics, type Metrics } from '../metrics';
+import type { EpochRecord, Head, SolverReport, TrainingOptions, TrainingProgress } from './head';
+import { computeMetrics, type Metrics } from './metrics';
 import { lbfgs, parameterCount, softmaxLogits, softmaxLoss, type SoftmaxProblem } from './solver';
 
 /** Above this many rows (examples and their views), every head trains in mini-batches. */

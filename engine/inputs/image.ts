@@ -1,5 +1,5 @@
 import sharp from 'sharp';
-import { TransferLearningError, errorMessage } from './errors';
+import { TransferLearningError, errorMessage } from '../errors';
 
 export type ResizeMode = 'centreCrop' | 'fitPad' | 'stretch';
 

@@ -2,16 +2,16 @@ import { promises as fs } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfc from '@tensorflow/tfjs-converter';
-import { useBackend, type BackendName, type BackendReport } from './backend';
+import { useBackend, type BackendName, type BackendReport } from '../runtimes/backend';
 import { NORMALIZATIONS, type ImageBackboneSpec } from './catalog';
-import { CompiledTfjsModel } from './compiled-tfjs';
-import { CompileError, compileLayersModel, type CompiledPlan } from './compiler';
-import { fetchModelArtifacts, writeAtomically, type HostAuth, type ModelArtifacts } from './download';
-import { TransferLearningError, errorMessage } from './errors';
-import { calibrate, compiledBase, OnnxExecutor, type Int8Calibration } from './onnx';
-import { checkLocalModelFile, isHttpUrl, type LocalFileAccess } from './paths';
-import { cosineAgreement, networkStats, type Calibration, type Range } from './quantize';
-import { settings, type BackendChoice, type PrecisionChoice } from './settings';
+import { CompiledTfjsModel } from '../runtimes/compiled-tfjs';
+import { CompileError, compileLayersModel, type CompiledPlan } from '../runtimes/compiler';
+import { fetchModelArtifacts, writeAtomically, type HostAuth, type ModelArtifacts } from '../net/download';
+import { TransferLearningError, errorMessage } from '../errors';
+import { calibrate, compiledBase, OnnxExecutor, type Int8Calibration } from '../runtimes/onnx';
+import { checkLocalModelFile, isHttpUrl, type LocalFileAccess } from '../inputs/paths';
+import { cosineAgreement, networkStats, type Calibration, type Range } from '../runtimes/quantize';
+import { settings, type BackendChoice, type PrecisionChoice } from '../settings';
 
 export type Precision = 'float32' | 'int8';
 

@@ -3,7 +3,7 @@
  * heavy, so that the worker, which starts per training, loads quickly.
  */
 import { TransferLearningError } from '../errors';
-import type { Head } from '../head';
+import type { Head } from './head';
 
 /** Class probabilities for each feature vector. */
 export function predictHead(head: Head, features: Float32Array[]): Float32Array[] {

@@ -3,13 +3,13 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { onnx } from 'onnx-proto';
 import type * as Ort from 'onnxruntime-node';
-import { NORMALIZATIONS, backboneKey, type ImageBackboneSpec, type Normalization } from './catalog';
+import { NORMALIZATIONS, backboneKey, type ImageBackboneSpec, type Normalization } from '../backbones/catalog';
 import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
-import { writeAtomically, type ModelArtifacts } from './download';
-import { errorMessage } from './errors';
+import { writeAtomically, type ModelArtifacts } from '../net/download';
+import { errorMessage } from '../errors';
 import { activationParams, correctBias, pixelParams, quantizeBias, quantizeWeights, quantizedTensors, StatsTracker, type ActivationStats, type Calibration } from './quantize';
-import { settings } from './settings';
+import { settings } from '../settings';
 
 /**
  * Writes a compiled plan as an ONNX model (opset 13). The input `pixels` is the decoded RGB bytes,

@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TransferLearningError } from './errors';
+import { TransferLearningError } from '../errors';
 
 /**
  * Whether the host lets workflows read `file`, an absolute path. In n8n the nodes pass n8n's own

@@ -4,8 +4,8 @@
  * into the next convolution's padding, activations folded into the op they follow. The same plan is
  * run by TF.js ops (compiled-tfjs.ts) and by ONNX Runtime (onnx.ts).
  */
-import type { ImageBackboneSpec } from './catalog';
-import type { ModelArtifacts } from './download';
+import type { ImageBackboneSpec } from '../backbones/catalog';
+import type { ModelArtifacts } from '../net/download';
 
 export type Activation = 'linear' | 'relu' | 'relu6' | 'sigmoid' | 'tanh' | 'softmax';
 

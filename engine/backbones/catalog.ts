@@ -1,9 +1,9 @@
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TransferLearningError } from './errors';
-import type { ImageSize } from './image';
-import { PUBLIC_MODEL_HOST } from './settings';
-import { HUB_TEXT_CATALOG, hubTextSpec, type HubTextSpec } from './text/hf-catalog';
+import { TransferLearningError } from '../errors';
+import type { ImageSize } from '../inputs/image';
+import { PUBLIC_MODEL_HOST } from '../settings';
+import { HUB_TEXT_CATALOG, hubTextSpec, type HubTextSpec } from '../text/hf-catalog';
 
 /** How pixel values 0..255 become model inputs: `x * scale + offset`. */
 export interface Normalization {

@@ -5,7 +5,7 @@
  * batch-norm statistics folded into each convolution) or from the float32 values seen on
  * calibration images.
  */
-import type { Normalization } from './catalog';
+import type { Normalization } from '../backbones/catalog';
 import type { Activation, ChannelStats, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 

@@ -3,9 +3,9 @@
  * loop over Float32Arrays costs less than TF.js's per-op dispatch, needs no backend, and gives the
  * same numbers on every machine. It runs synchronously, so trainHead calls it in a worker thread.
  */
-import type { DenseLayer, EpochRecord, Head, TrainingOptions, TrainingProgress, TrainingResult } from '../head';
-import { computeMetrics } from '../metrics';
-import { seededRandom, shuffleInPlace } from '../random';
+import type { DenseLayer, EpochRecord, Head, TrainingOptions, TrainingProgress, TrainingResult } from './head';
+import { computeMetrics } from './metrics';
+import { seededRandom, shuffleInPlace } from './random';
 import { fitFullBatch, FULL_BATCH_MAX_ROWS } from './full-batch';
 import { argMax, predictHead } from './predict';
 

@@ -2,8 +2,8 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
-import { sharePromise } from './memo';
-import { settings, type BackendChoice } from './settings';
+import { sharePromise } from '../memo';
+import { settings, type BackendChoice } from '../settings';
 
 export type TfjsBackendName = 'tensorflow' | 'wasm' | 'cpu';
 export type BackendName = TfjsBackendName | 'onnxruntime';

@@ -4,7 +4,7 @@
  */
 import { constants, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
-import type { TrainingOptions } from '../head';
+import type { TrainingOptions } from './head';
 import { train } from './train';
 
 export interface TrainRequest {

@@ -2,11 +2,11 @@ import * as crypto from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { pathToFileURL, fileURLToPath } from 'node:url';
-import { TransferLearningError, errorMessage } from './errors';
-import { sharePromise } from './memo';
-import { guardedFetch } from './net/guarded-fetch';
-import { checkLocalModelFile, checkWeightPaths, type LocalFileAccess } from './paths';
-import { PUBLIC_MODEL_HOST, settings } from './settings';
+import { TransferLearningError, errorMessage } from '../errors';
+import { sharePromise } from '../memo';
+import { guardedFetch } from './guarded-fetch';
+import { checkLocalModelFile, checkWeightPaths, type LocalFileAccess } from '../inputs/paths';
+import { PUBLIC_MODEL_HOST, settings } from '../settings';
 
 /** Sent with requests to the host of the configured model URL, for private hosts. */
 export interface HostAuth {
