@@ -17,6 +17,7 @@ import { version as packageVersion } from '../package.json';
 
 export { useBackend, type BackendReport, type BackendName } from './runtimes/backend';
 export { Backbone, type Int8Parity, type Precision } from './backbones/backbone';
+export { shortTitle } from './backbones/availability';
 export * from './backbones/catalog';
 export { classify, UNKNOWN_LABEL, type Prediction } from './head/classifier';
 export { applyMirror, downloadImage, fetchModelArtifacts, type HostAuth, type ModelArtifacts } from './net/download';

@@ -1,3 +1,4 @@
+import { backboneLoadError } from './availability';
 import { Backbone } from './backbone';
 import { backboneKey, type ImageBackboneSpec } from './catalog';
 import { credentialKey, type HostAuth } from '../net/download';
@@ -22,11 +23,16 @@ const loaded = new LruCache<string, Promise<Backbone>>(4, (pending) => {
 
 /**
  * Loads a backbone once per process, backend, precision and credential (a private model is not served to a
- * caller without the credential that fetched it); later calls get the same instance.
+ * caller without the credential that fetched it); later calls get the same instance. A catalog backbone
+ * that fails says which others are at hand.
  */
 export function loadBackbone(spec: ImageBackboneSpec, options: LoadOptions = {}): Promise<Backbone> {
 	const key = `${backboneKey(spec)}@${options.backend ?? settings().backend}:${options.precision ?? settings().precision}#${credentialKey(options.auth)}`;
-	return sharePromise(loaded, key, () => Backbone.load(spec, options));
+	return sharePromise(loaded, key, () =>
+		Backbone.load(spec, options).catch(async (error) => {
+			throw await backboneLoadError(spec, error);
+		}),
+	);
 }
 
 export interface ExtractOptions {

@@ -28,7 +28,6 @@ import {
 	type ResizeMode,
 	type SharedTextEncoder,
 } from '../../engine';
-import { backboneLoadError } from './backbones';
 
 /** Items read between two yields to the event loop: tens of milliseconds of expressions. */
 const ITEMS_PER_TURN = 50;
@@ -140,9 +139,7 @@ type Extractor = Backbone | SharedTextEncoder;
 
 export function loadExtractor(spec: BackboneSpec, options: { auth?: HostAuth; backend?: BackendChoice; fileAccess?: LocalFileAccess; precision?: PrecisionChoice }): Promise<Extractor> {
 	if (spec.inputType === 'text') return loadTextEncoder(spec, options);
-	return loadBackbone(spec, options).catch(async (error) => {
-		throw await backboneLoadError(spec, error);
-	});
+	return loadBackbone(spec, options);
 }
 
 /** The backend an extractor runs on, as the nodes report it. */

@@ -1,5 +1,5 @@
 import type { INodeCredentialDescription, INodeProperties } from 'n8n-workflow';
-import { CATALOG, DEFAULT_BACKBONE, DEFAULT_TEXT_BACKBONE, inputTypeOf, MAX_TEXT_TOKENS, type InputType } from '../../engine';
+import { CATALOG, DEFAULT_BACKBONE, DEFAULT_TEXT_BACKBONE, inputTypeOf, MAX_TEXT_TOKENS, shortTitle, type InputType } from '../../engine';
 
 /** Where an item's image comes from; shared by all three nodes. */
 export function imageSourceProperties(show: Record<string, string[]> = {}): INodeProperties[] {
@@ -214,9 +214,6 @@ export const batchSizeOption: INodeProperties = {
 	typeOptions: { minValue: 1, maxValue: 256 },
 	description: 'Images or texts the backbone reads at once to make features; larger is faster, up to memory',
 };
-
-/** A backbone's name without the details in brackets, for canvas subtitles. */
-export const shortTitle = (title: string) => title.replace(/\s*\(.*$/, '');
 
 /**
  * A canvas subtitle naming the backbone the node uses, e.g. "MobileNet v2 1.00", not its id. n8n

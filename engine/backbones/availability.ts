@@ -1,8 +1,11 @@
 import { promises as fs } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { applyMirror, CATALOG, errorMessage, inputTypeOf, TransferLearningError, type BackboneSpec } from '../../engine';
-import { cachePathFor } from '../../engine/net/download';
-import { shortTitle } from './parameters';
+import { CATALOG, inputTypeOf, type BackboneSpec } from './catalog';
+import { applyMirror, cachePathFor } from '../net/download';
+import { errorMessage, TransferLearningError } from '../errors';
+
+/** A backbone's name without the details in brackets, e.g. "MobileNet v2 1.00". */
+export const shortTitle = (title: string) => title.replace(/\s*\(.*$/, '');
 
 const exists = (file: string) =>
 	fs.access(file).then(
@@ -26,7 +29,7 @@ export async function availableImageBackbones(): Promise<string[]> {
 /**
  * A catalog backbone that did not load: the message (which n8n shows uncollapsed, and webhook
  * callers read) names the backbone, keeps what went wrong (the file, after redaction) and lists
- * the backbones this n8n has at hand.
+ * the backbones this machine has at hand. Other backbones' errors pass unchanged.
  */
 export async function backboneLoadError(spec: BackboneSpec, error: unknown): Promise<Error> {
 	const entry = Object.hasOwn(CATALOG, spec.id) ? CATALOG[spec.id] : undefined;
