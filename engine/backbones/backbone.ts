@@ -8,6 +8,7 @@ import { CompiledTfjsModel } from '../runtimes/compiled-tfjs';
 import { CompileError, compileLayersModel, type CompiledPlan } from '../runtimes/compiler';
 import { fetchModelArtifacts, writeAtomically, type HostAuth, type ModelArtifacts } from '../net/download';
 import { TransferLearningError, errorMessage } from '../errors';
+import { RefCounted } from '../ref-counted';
 import { calibrate, compiledBase, OnnxExecutor, type Int8Calibration } from '../runtimes/onnx';
 import { checkLocalModelFile, isHttpUrl, type LocalFileAccess } from '../inputs/paths';
 import { cosineAgreement, networkStats, type Calibration, type Range } from '../runtimes/quantize';
@@ -71,10 +72,8 @@ interface Int8Candidate {
  * Layers models are compiled (batch norm folded into the convolutions) and run on ONNX Runtime
  * when it loads, else on TF.js; anything that cannot be compiled runs as TF.js loads it.
  */
-export class Backbone {
-	private disposed = false;
-	private users = 0;
-	private retired = false;
+export class Backbone extends RefCounted {
+	protected readonly kind = 'Backbone';
 	private firstBatch?: Promise<Float32Array>;
 	private int8Parity?: Int8Parity;
 
@@ -85,7 +84,9 @@ export class Backbone {
 		private executor: Executor,
 		private currentPrecision: Precision | undefined,
 		private int8?: Int8Candidate,
-	) {}
+	) {
+		super();
+	}
 
 	/** float32 or int8; undefined until the first batch has run where int8 may be chosen. */
 	get precision(): Precision | undefined {
@@ -158,7 +159,7 @@ export class Backbone {
 
 	/** `images` are RGB bytes of `spec.inputSize`, as `decodeImage` returns them. */
 	async extract(images: Uint8Array[]): Promise<Float32Array[]> {
-		if (this.disposed) throw new Error('Backbone was disposed');
+		this.assertLive();
 		if (images.length === 0) return [];
 		if (this.int8) {
 			if (this.firstBatch) {
@@ -238,41 +239,7 @@ export class Backbone {
 		return floatFeatures!;
 	}
 
-	/**
-	 * Marks the backbone as used until the returned function is called: `retire` never disposes a
-	 * backbone in use, so an extraction keeps it between batches.
-	 */
-	hold(): () => void {
-		if (this.disposed) throw new Error('Backbone was disposed');
-		this.users++;
-		let released = false;
-		return () => {
-			if (released) return;
-			released = true;
-			this.users--;
-			this.disposeWhenIdle();
-		};
-	}
-
-	/** Disposes the backbone once nobody holds it (a cache dropping it calls this). */
-	retire(): void {
-		this.retired = true;
-		this.disposeWhenIdle();
-	}
-
-	private disposeWhenIdle(): void {
-		if (!this.retired || this.users > 0) return;
-		// A caller handed this backbone just before it was retired takes its hold within the same
-		// turn of the event loop (`await loadBackbone(...)` then `extractFeatures(...)`); the check
-		// waits for that turn to end.
-		setImmediate(() => {
-			if (this.users === 0) this.dispose();
-		});
-	}
-
-	dispose(): void {
-		if (this.disposed) return;
-		this.disposed = true;
+	protected release(): void {
 		this.executor.dispose();
 		this.int8?.float.dispose();
 	}

@@ -2,6 +2,7 @@ import { credentialKey, type HostAuth } from '../net/download';
 import { TransferLearningError } from '../errors';
 import { LruCache } from '../lru';
 import { sharePromise } from '../memo';
+import { RefCounted } from '../ref-counted';
 import { settings, type BackendChoice } from '../settings';
 import { backboneKey, type TextBackboneSpec } from '../backbones/catalog';
 import type { HubTextSpec } from './hf-catalog';
@@ -29,16 +30,13 @@ const LOADERS: Record<TextBackboneSpec['format'], (spec: TextBackboneSpec, optio
 	'hf-onnx': (spec, options) => HubTextEncoder.load(spec as HubTextSpec, options),
 };
 
-/**
- * An encoder shared through the cache: `hold` keeps it alive while a run embeds batch after batch,
- * so a cache that drops it in between disposes it only once the run is done.
- */
-export class SharedTextEncoder implements TextEncoder {
-	private users = 0;
-	private retired = false;
-	private disposed = false;
+/** An encoder shared through the cache (see RefCounted). */
+export class SharedTextEncoder extends RefCounted implements TextEncoder {
+	protected readonly kind = 'Text encoder';
 
-	constructor(private readonly inner: TextEncoder) {}
+	constructor(private readonly inner: TextEncoder) {
+		super();
+	}
 
 	get spec() {
 		return this.inner.spec;
@@ -51,38 +49,11 @@ export class SharedTextEncoder implements TextEncoder {
 	}
 
 	embed(texts: string[]): Promise<Float32Array[]> {
-		if (this.disposed) throw new Error('Text encoder was disposed');
+		this.assertLive();
 		return this.inner.embed(texts);
 	}
 
-	hold(): () => void {
-		if (this.disposed) throw new Error('Text encoder was disposed');
-		this.users++;
-		let released = false;
-		return () => {
-			if (released) return;
-			released = true;
-			this.users--;
-			this.disposeWhenIdle();
-		};
-	}
-
-	retire(): void {
-		this.retired = true;
-		this.disposeWhenIdle();
-	}
-
-	private disposeWhenIdle(): void {
-		if (!this.retired || this.users > 0) return;
-		// A caller handed this encoder just before the cache dropped it takes its hold within this turn.
-		setImmediate(() => {
-			if (this.users === 0) this.dispose();
-		});
-	}
-
-	dispose(): void {
-		if (this.disposed) return;
-		this.disposed = true;
+	protected release(): void {
 		this.inner.dispose();
 	}
 }
