@@ -259,6 +259,27 @@ export class RunningN8n {
 		this.api.defaults.headers.common['browser-id'] = 'transfer-learning-e2e';
 	}
 
+	/** Starts a workflow from its trigger node, as the editor's button does; returns the execution's id. */
+	async runWorkflow(id: string, trigger = 'Train Now'): Promise<string> {
+		const response = await this.api.post(`workflows/${id}/run`, { triggerToStartFrom: { name: trigger } });
+		if (response.status !== 200) throw new Error(`running workflow ${id} failed: HTTP ${response.status} ${JSON.stringify(response.data)}`);
+		return response.data.data.executionId as string;
+	}
+
+	/** An execution's status: new, running, waiting, success, error, ... */
+	async executionStatus(id: string): Promise<string | undefined> {
+		const { data } = await this.api.get(`executions/${id}`);
+		return data?.data?.status;
+	}
+
+	/** Waits until an execution has ended; returns how it ended. */
+	finished(id: string, seconds: number): Promise<string> {
+		return waitFor(`execution ${id}`, async () => {
+			const status = await this.executionStatus(id);
+			return status && !['new', 'running', 'waiting'].includes(status) ? status : undefined;
+		}, seconds);
+	}
+
 	/**
 	 * Stops n8n and its task runner: n8n runs in a process group of its own (it is spawned detached),
 	 * which gets SIGTERM, and SIGKILL for whatever is left after 20 s. Also cleans up a task runner
@@ -293,6 +314,17 @@ export class RunningN8n {
 			await sleep(100);
 		}
 	}
+}
+
+/** Polls `probe` every quarter second until it gives a value; throws after `seconds`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, seconds: number): Promise<T> {
+	const deadline = Date.now() + seconds * 1000;
+	while (Date.now() < deadline) {
+		const value = await probe();
+		if (value !== undefined) return value;
+		await sleep(250);
+	}
+	throw new Error(`timed out after ${seconds} s waiting for ${what}`);
 }
 
 export function describeExit({ code, signal }: N8nExit): string {

@@ -22,6 +22,7 @@ import {
 	startN8n,
 	type RunningN8n,
 	type StartOptions,
+	waitFor,
 } from '../../scripts/n8n-instance';
 import { serveFolder, type StaticServer } from '../helpers/server';
 
@@ -44,16 +45,6 @@ const post = (webhook: string, body: unknown, headers: Record<string, string> = 
 
 async function versions(): Promise<number[]> {
 	return (await fs.readdir(modelsDir).catch(() => [] as string[])).filter((v) => /^\d+$/.test(v)).map(Number).sort((a, b) => a - b);
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, seconds: number): Promise<T> {
-	const deadline = Date.now() + seconds * 1000;
-	while (Date.now() < deadline) {
-		const value = await probe();
-		if (value !== undefined) return value;
-		await new Promise((resolve) => setTimeout(resolve, 500));
-	}
-	throw new Error(`timed out after ${seconds} s waiting for ${what}`);
 }
 
 
@@ -95,19 +86,7 @@ after(async () => {
 
 test('the Train workflow trains a model on the flowers5 train split', async () => {
 	const startedAt = Date.now();
-	const runResponse = await n8n.api.post(`workflows/${ids.train}/run`, { triggerToStartFrom: { name: 'Train Now' } });
-	assert.equal(runResponse.status, 200, JSON.stringify(runResponse.data));
-	const executionId = runResponse.data.data.executionId as string;
-	const status = await waitFor(
-		'the training execution',
-		async () => {
-			const { data } = await n8n.api.get(`executions/${executionId}`);
-			const s = data?.data?.status as string | undefined;
-			return s && !['new', 'running', 'waiting'].includes(s) ? s : undefined;
-		},
-		300,
-	);
-	assert.equal(status, 'success');
+	assert.equal(await n8n.finished(await n8n.runWorkflow(ids.train), 300), 'success');
 	assert.deepEqual(await versions(), [1]);
 	const manifest = JSON.parse(readFileSync(path.join(modelsDir, '1', 'manifest.json'), 'utf8'));
 	assert.deepEqual(manifest.labels, ['daisy', 'dandelion', 'roses', 'sunflowers', 'tulips']);

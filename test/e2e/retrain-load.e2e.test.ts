@@ -23,6 +23,7 @@ import {
 	startN8n,
 	type RunningN8n,
 	type StartOptions,
+	waitFor,
 } from '../../scripts/n8n-instance';
 
 const FLOWERS = path.join(DATASETS_DIR, 'flowers5');
@@ -47,16 +48,6 @@ async function versions(): Promise<number[]> {
 	return (await fs.readdir(modelsDir).catch(() => [] as string[])).filter((v) => /^\d+$/.test(v)).map(Number).sort((a, b) => a - b);
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, seconds: number): Promise<T> {
-	const deadline = Date.now() + seconds * 1000;
-	while (Date.now() < deadline) {
-		const value = await probe();
-		if (value !== undefined) return value;
-		await new Promise((resolve) => setTimeout(resolve, 250));
-	}
-	throw new Error(`timed out after ${seconds} s waiting for ${what}`);
-}
-
 async function start(): Promise<void> {
 	logLines = [];
 	n8n = await startN8n({ ...options, log: (line) => logLines.push(line) });
@@ -72,22 +63,8 @@ async function setTraining(training: Record<string, number>): Promise<void> {
 	assert.equal(saved.status, 200, JSON.stringify(saved.data));
 }
 
-async function runTrain(): Promise<string> {
-	const response = await n8n.api.post(`workflows/${EXAMPLE_IDS.train}/run`, { triggerToStartFrom: { name: 'Train Now' } });
-	assert.equal(response.status, 200, JSON.stringify(response.data));
-	return response.data.data.executionId as string;
-}
-
-async function executionStatus(id: string): Promise<string | undefined> {
-	const { data } = await n8n.api.get(`executions/${id}`);
-	return data?.data?.status;
-}
-
-const finished = (id: string) =>
-	waitFor(`execution ${id}`, async () => {
-		const s = await executionStatus(id);
-		return s && !['new', 'running', 'waiting'].includes(s) ? s : undefined;
-	}, 600);
+const runTrain = () => n8n.runWorkflow(EXAMPLE_IDS.train);
+const finished = (id: string) => n8n.finished(id, 600);
 
 /** Waits until Fine-Tune Head logs the training progress of a run started after `since` lines. */
 const trainingStarted = (since: number) =>
@@ -184,7 +161,7 @@ n8nTest('the classify webhook answers quickly while a retrain runs', async () =>
 	const execution = await runTrain();
 	await trainingStarted(since);
 	const load = await measure();
-	const stillTraining = (await executionStatus(execution)) === 'running';
+	const stillTraining = (await n8n.executionStatus(execution)) === 'running';
 	report('while the head trains', load);
 	assert.ok(stillTraining, 'the retrain ended before the measurement did: lengthen LONG_TRAINING');
 	assert.ok(Math.max(...load.oneAtATime) < 1000, `one-at-a-time requests took up to ${Math.max(...load.oneAtATime).toFixed(0)} ms during training`);

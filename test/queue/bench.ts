@@ -67,14 +67,7 @@ async function measure(url: string): Promise<Omit<Row, 'setup' | 'saving'>> {
 }
 
 async function train(n8n: RunningN8n): Promise<void> {
-	const run = await n8n.api.post(`workflows/${EXAMPLE_IDS.train}/run`, { triggerToStartFrom: { name: 'Train Now' } });
-	assert.equal(run.status, 200, JSON.stringify(run.data));
-	const id = run.data.data.executionId;
-	for (const deadline = Date.now() + 600_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 500))) {
-		const status = (await n8n.api.get(`executions/${id}`)).data?.data?.status;
-		if (status && !['new', 'running', 'waiting'].includes(status)) return assert.equal(status, 'success');
-	}
-	throw new Error(`training ${id} did not finish`);
+	assert.equal(await n8n.finished(await n8n.runWorkflow(EXAMPLE_IDS.train), 600), 'success');
 }
 
 async function singleProcess(rows: Row[]): Promise<void> {

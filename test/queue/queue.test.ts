@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import axios from 'axios';
 import { Client } from 'pg';
 import { copyIntoClassFolders } from '../../scripts/dataset';
+import { waitFor } from '../../scripts/n8n-instance';
 import { Cluster, EXAMPLE_IDS } from './cluster';
 
 const flowers = readDataset(path.join(DATASETS_DIR, 'flowers5'));
@@ -26,16 +27,6 @@ let cluster: Cluster;
 const classify = (i: number) =>
 	axios.post(`${cluster.main.url}webhook/classify`, readFileSync(testSet[i % testSet.length].file), { headers: { 'content-type': 'image/jpeg' }, validateStatus: () => true, timeout: 120_000 });
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, seconds: number): Promise<T> {
-	const deadline = Date.now() + seconds * 1000;
-	while (Date.now() < deadline) {
-		const value = await probe();
-		if (value !== undefined) return value;
-		await new Promise((resolve) => setTimeout(resolve, 250));
-	}
-	throw new Error(`timed out after ${seconds} s waiting for ${what}`);
-}
-
 async function setTraining(training: Record<string, number>): Promise<void> {
 	const { data } = await cluster.main.api.get(`workflows/${EXAMPLE_IDS.train}`);
 	const workflow = data.data;
@@ -44,18 +35,8 @@ async function setTraining(training: Record<string, number>): Promise<void> {
 	assert.equal(saved.status, 200, JSON.stringify(saved.data));
 }
 
-async function runTrain(): Promise<string> {
-	const response = await cluster.main.api.post(`workflows/${EXAMPLE_IDS.train}/run`, { triggerToStartFrom: { name: 'Train Now' } });
-	assert.equal(response.status, 200, JSON.stringify(response.data));
-	return response.data.data.executionId as string;
-}
-
-const finished = (id: string) =>
-	waitFor(`execution ${id}`, async () => {
-		const { data } = await cluster.main.api.get(`executions/${id}`);
-		const status = data?.data?.status;
-		return status && !['new', 'running', 'waiting'].includes(status) ? status : undefined;
-	}, 400);
+const runTrain = () => cluster.main.runWorkflow(EXAMPLE_IDS.train);
+const finished = (id: string) => cluster.main.finished(id, 400);
 
 /** Every stored version of `flowers`, hashed, straight from the package's tables. */
 async function storedVersions(): Promise<Record<number, string>> {
