@@ -226,7 +226,7 @@ function checkGradient(problem: SoftmaxProblem): void {
 	}
 }
 
-test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below a long gradient descent', () => {
+test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below a long gradient descent', async () => {
 	const rosenbrock = (w: Float64Array, g: Float64Array) => {
 		const [x, y] = w;
 		g[0] = -2 * (1 - x) - 400 * x * (y - x * x);
@@ -234,12 +234,12 @@ test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below
 		return (1 - x) ** 2 + 100 * (y - x * x) ** 2;
 	};
 	const point = Float64Array.from([-1.2, 1]);
-	lbfgs(rosenbrock, point, { maxIterations: 500, gradientTolerance: 1e-8 });
+	await lbfgs(rosenbrock, point, { maxIterations: 500, gradientTolerance: 1e-8 });
 	assert.ok(Math.abs(point[0] - 1) < 1e-4 && Math.abs(point[1] - 1) < 1e-4, `ended at ${point[0]}, ${point[1]}`);
 
 	const problem = softmaxProblem(12);
 	const solved = new Float64Array(parameterCount(problem));
-	const { loss, iterations } = lbfgs((w, g) => softmaxLoss(problem, 0.01, w, g), solved, { maxIterations: 200, gradientTolerance: 1e-7 });
+	const { loss, iterations } = await lbfgs((w, g) => softmaxLoss(problem, 0.01, w, g), solved, { maxIterations: 200, gradientTolerance: 1e-7 });
 	// 20,000 steps of plain gradient descent on the same convex objective, for reference.
 	const descended = new Float64Array(solved.length);
 	const g = new Float64Array(solved.length);

@@ -96,17 +96,8 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 				z.fill(0, at, at + k);
 				continue;
 			}
-			let max = -Infinity;
-			for (let c = 0; c < k; c++) max = Math.max(max, z[at + c]);
-			let sum = 0;
-			for (let c = 0; c < k; c++) sum += z[at + c] = Math.exp(z[at + c] - max);
-			const y = target[r + q];
-			const wr = weight[r + q];
-			loss -= wr * Math.log(Math.max(z[at + y] / sum, 1e-300));
-			for (let c = 0; c < k; c++) {
-				z[at + c] = wr * (z[at + c] / sum - (c === y ? 1 : 0));
-				gradient[biasAt + c] += z[at + c];
-			}
+			loss += rowLoss(z, at, k, target[r + q], weight[r + q]);
+			for (let c = 0; c < k; c++) gradient[biasAt + c] += z[at + c];
 		}
 		for (c = 0; c + 1 < k; c += 2) {
 			const a = c * d;
@@ -137,12 +128,31 @@ export function softmaxLoss(problem: SoftmaxProblem, l2: number, w: SoftmaxParam
 			for (let j = 0; j < d; j++) gradient[a + j] += d0 * x[x0 + j] + d1 * x[x1 + j] + d2 * x[x2 + j] + d3 * x[x3 + j];
 		}
 	}
+	return loss + penalty(l2, w, gradient, biasAt);
+}
+
+/**
+ * One row's weighted cross-entropy from its logits `z[at..at+k)`, which it replaces by the loss's
+ * derivative by them: the row's weight times (softmax − one-hot of class `y`).
+ */
+export function rowLoss(z: Float64Array, at: number, k: number, y: number, weight: number): number {
+	let max = -Infinity;
+	for (let c = 0; c < k; c++) max = Math.max(max, z[at + c]);
+	let sum = 0;
+	for (let c = 0; c < k; c++) sum += z[at + c] = Math.exp(z[at + c] - max);
+	const loss = -weight * Math.log(Math.max(z[at + y] / sum, 1e-300));
+	for (let c = 0; c < k; c++) z[at + c] = weight * (z[at + c] / sum - (c === y ? 1 : 0));
+	return loss;
+}
+
+/** `l2 / 2` times the squared kernel (the first `kernelSize` weights; biases go free), its gradient added to `gradient`. */
+export function penalty(l2: number, w: SoftmaxParameters, gradient: Float64Array, kernelSize: number): number {
 	let squares = 0;
-	for (let j = 0; j < biasAt; j++) {
+	for (let j = 0; j < kernelSize; j++) {
 		squares += w[j] * w[j];
 		gradient[j] += l2 * w[j];
 	}
-	return loss + (l2 / 2) * squares;
+	return (l2 / 2) * squares;
 }
 
 /** The four rows' logits of class `c` in the block's [row, class] scratch. */
@@ -153,38 +163,39 @@ function setLogits(z: Float64Array, k: number, c: number, s0: number, s1: number
 	z[3 * k + c] = s3 + bias;
 }
 
-/** `out[c] = bias[c] + w[c]·x[row..row+d]`, four classes per pass over the row. */
-function logitsOf(x: Float32Array, row: number, d: number, k: number, w: Float64Array, out: Float64Array): void {
-	let c = 0;
-	for (; c + 4 <= k; c += 4) {
-		const a = c * d;
-		let s0 = 0;
-		let s1 = 0;
-		let s2 = 0;
-		let s3 = 0;
-		for (let j = 0; j < d; j++) {
-			const xj = x[row + j];
-			s0 += w[a + j] * xj;
-			s1 += w[a + d + j] * xj;
-			s2 += w[a + 2 * d + j] * xj;
-			s3 += w[a + 3 * d + j] * xj;
+/** Every row's logits under `w`, [rows, classes]; four classes per pass over a row. */
+export function softmaxLogits(problem: Pick<SoftmaxProblem, 'x' | 'inputs' | 'classes' | 'target'>, w: SoftmaxParameters): Float64Array {
+	const { x, inputs: d, classes: k } = problem;
+	const out = new Float64Array(problem.target.length * k);
+	for (let r = 0; r < problem.target.length; r++) {
+		const row = r * d;
+		const at = r * k;
+		let c = 0;
+		for (; c + 4 <= k; c += 4) {
+			const a = c * d;
+			let s0 = 0;
+			let s1 = 0;
+			let s2 = 0;
+			let s3 = 0;
+			for (let j = 0; j < d; j++) {
+				const xj = x[row + j];
+				s0 += w[a + j] * xj;
+				s1 += w[a + d + j] * xj;
+				s2 += w[a + 2 * d + j] * xj;
+				s3 += w[a + 3 * d + j] * xj;
+			}
+			out[at + c] = s0 + w[k * d + c];
+			out[at + c + 1] = s1 + w[k * d + c + 1];
+			out[at + c + 2] = s2 + w[k * d + c + 2];
+			out[at + c + 3] = s3 + w[k * d + c + 3];
 		}
-		out[c] = s0 + w[k * d + c];
-		out[c + 1] = s1 + w[k * d + c + 1];
-		out[c + 2] = s2 + w[k * d + c + 2];
-		out[c + 3] = s3 + w[k * d + c + 3];
+		for (; c < k; c++) {
+			const a = c * d;
+			let s = 0;
+			for (let j = 0; j < d; j++) s += w[a + j] * x[row + j];
+			out[at + c] = s + w[k * d + c];
+		}
 	}
-	for (; c < k; c++) {
-		const a = c * d;
-		let s = 0;
-		for (let j = 0; j < d; j++) s += w[a + j] * x[row + j];
-		out[c] = s + w[k * d + c];
-	}
-}
-
-/** Logits of row `r` under `w`, into `out`. */
-export function softmaxLogits(problem: Pick<SoftmaxProblem, 'x' | 'inputs' | 'classes'>, w: SoftmaxParameters, r: number, out: Float64Array): Float64Array {
-	logitsOf(problem.x, r * problem.inputs, problem.inputs, problem.classes, w, out);
 	return out;
 }
 
@@ -201,11 +212,16 @@ const MEMORY = 10;
 /**
  * Minimises `objective` from `w` (updated in place) with L-BFGS and a backtracking line search
  * (Armijo). Returns the iterations taken and the final objective. Deterministic: no randomness.
+ * The objective may answer asynchronously: ONNX Runtime's session.run does.
  */
-export function lbfgs(objective: (w: Float64Array, gradient: Float64Array) => number, w: Float64Array, options: LbfgsOptions): { iterations: number; loss: number } {
+export async function lbfgs(
+	objective: (w: Float64Array, gradient: Float64Array) => number | Promise<number>,
+	w: Float64Array,
+	options: LbfgsOptions,
+): Promise<{ iterations: number; loss: number }> {
 	const size = w.length;
 	let gradient = new Float64Array(size);
-	let loss = objective(w, gradient);
+	let loss = await objective(w, gradient);
 	const steps: Float64Array[] = [];
 	const changes: Float64Array[] = [];
 	const rhos: number[] = [];
@@ -236,7 +252,7 @@ export function lbfgs(objective: (w: Float64Array, gradient: Float64Array) => nu
 		let trialLoss = Infinity;
 		for (let tries = 0; tries < 30; tries++, step /= 2) {
 			for (let j = 0; j < size; j++) trial[j] = w[j] + step * direction[j];
-			trialLoss = objective(trial, trialGradient);
+			trialLoss = await objective(trial, trialGradient);
 			if (trialLoss <= loss + 1e-4 * step * slope) break;
 		}
 		if (!(trialLoss < loss)) break;
