@@ -174,7 +174,7 @@ function problemOf(rows: Rows, scaling: { mean: Float32Array; scale: number }, c
 	const { mean } = scaling;
 	const d = mean.length;
 	const n = rows.vectors.length;
-	const x = new Float32Array(n * d);
+	const x = new Float64Array(n * d);
 	for (let i = 0; i < n; i++) {
 		const v = rows.vectors[i];
 		const f = rows.factor[i];

@@ -28,11 +28,11 @@ export const JS_PRODUCTS: SoftmaxProducts = {
 type Runtime = typeof Ort;
 
 /** ONNX Runtime where TL_BACKEND allows it and it loads, else the JS kernels. */
-export async function openProducts(load: () => Runtime = () => require('onnxruntime-node') as Runtime): Promise<SoftmaxProducts> {
+export async function openProducts(): Promise<SoftmaxProducts> {
 	if (!['auto', 'onnxruntime'].includes(settings().backend)) return JS_PRODUCTS;
 	let ort: Runtime;
 	try {
-		ort = load();
+		ort = require('onnxruntime-node') as Runtime;
 	} catch {
 		return JS_PRODUCTS;
 	}
@@ -41,15 +41,24 @@ export async function openProducts(load: () => Runtime = () => require('onnxrunt
 
 class OnnxProducts implements SoftmaxProducts {
 	readonly runtime = 'onnxruntime';
+	/** Each problem's rows as ONNX Runtime reads them, made once: [rows, inputs], and transposed for the gradient. */
+	private readonly rows = new WeakMap<SoftmaxProblem, Ort.Tensor>();
+	private readonly columns = new WeakMap<SoftmaxProblem, Ort.Tensor>();
 
 	private constructor(
 		private readonly ort: Runtime,
 		/** x [rows, inputs], w [classes, inputs], b [classes] -> logits [rows, classes] */
 		private readonly forward: Ort.InferenceSession,
-		/** dt [classes, rows], x [rows, inputs] -> kernel gradient [classes, inputs] */
+		/** xt [inputs, rows], dz [rows, classes] -> the kernel's gradient, transposed [inputs, classes] */
 		private readonly backward: Ort.InferenceSession,
 	) {}
 
+	/**
+	 * Float64 throughout: with float32 products L-BFGS stopped a few iterations elsewhere and one
+	 * flowers5 test image in 600 (5 seeds) changed class; in float64 the heads are the JS kernels'.
+	 * Each product has the small matrix on its right, where MLAS's double kernels are fast (Dᵀ·X, with
+	 * X on the right, took three times as long): hence X is also kept transposed.
+	 */
 	static async open(ort: Runtime): Promise<OnnxProducts> {
 		const options: Ort.InferenceSession.SessionOptions = {
 			executionProviders: ['cpu'],
@@ -64,7 +73,7 @@ class OnnxProducts implements SoftmaxProducts {
 			graph(onnx, { opType: 'Gemm', input: ['x', 'w', 'b'], output: ['logits'], attribute: [transB] }, { x: ['rows', 'inputs'], w: ['classes', 'inputs'], b: ['classes'] }),
 			options,
 		);
-		const backward = await ort.InferenceSession.create(graph(onnx, { opType: 'MatMul', input: ['dt', 'x'], output: ['gradient'] }, { dt: ['classes', 'rows'], x: ['rows', 'inputs'] }), options).catch(
+		const backward = await ort.InferenceSession.create(graph(onnx, { opType: 'MatMul', input: ['xt', 'dz'], output: ['gradient'] }, { xt: ['inputs', 'rows'], dz: ['rows', 'classes'] }), options).catch(
 			async (error: unknown) => {
 				await forward.release();
 				throw error;
@@ -73,36 +82,51 @@ class OnnxProducts implements SoftmaxProducts {
 		return new OnnxProducts(ort, forward, backward);
 	}
 
+	private rowsOf(problem: SoftmaxProblem): Ort.Tensor {
+		let x = this.rows.get(problem);
+		if (!x) this.rows.set(problem, (x = new this.ort.Tensor('float64', problem.x, [problem.target.length, problem.inputs])));
+		return x;
+	}
+
+	/** Only problems whose gradient is asked for: the validation split is only scored. */
+	private columnsOf(problem: SoftmaxProblem): Ort.Tensor {
+		let xt = this.columns.get(problem);
+		if (!xt) {
+			const { x, inputs: d } = problem;
+			const n = problem.target.length;
+			const values = new Float64Array(n * d);
+			for (let r = 0; r < n; r++) for (let j = 0; j < d; j++) values[j * n + r] = x[r * d + j];
+			this.columns.set(problem, (xt = new this.ort.Tensor('float64', values, [d, n])));
+		}
+		return xt;
+	}
+
 	async logits(problem: SoftmaxProblem, w: SoftmaxParameters): Promise<Float64Array> {
-		const { x, inputs: d, classes: k, target } = problem;
+		const { inputs: d, classes: k } = problem;
 		const { Tensor } = this.ort;
 		const result = await this.forward.run({
-			x: new Tensor('float32', x, [target.length, d]),
-			w: new Tensor('float32', Float32Array.from(w.subarray(0, k * d)), [k, d]),
-			b: new Tensor('float32', Float32Array.from(w.subarray(k * d)), [k]),
+			x: this.rowsOf(problem),
+			w: new Tensor('float64', w.slice(0, k * d), [k, d]),
+			b: new Tensor('float64', w.slice(k * d), [k]),
 		});
-		return Float64Array.from(result.logits.data as Float32Array);
+		return result.logits.data as Float64Array;
 	}
 
 	async loss(problem: SoftmaxProblem, l2: number, w: SoftmaxParameters, gradient: Float64Array): Promise<number> {
-		const { x, inputs: d, classes: k, target, weight } = problem;
+		const { inputs: d, classes: k, target, weight } = problem;
 		const n = target.length;
 		const biasAt = k * d;
 		const z = await this.logits(problem, w);
-		const dt = new Float32Array(k * n);
 		gradient.fill(0, biasAt);
 		let loss = 0;
 		for (let r = 0; r < n; r++) {
 			const at = r * k;
 			loss += rowLoss(z, at, k, target[r], weight[r]);
-			for (let c = 0; c < k; c++) {
-				gradient[biasAt + c] += z[at + c];
-				dt[c * n + r] = z[at + c];
-			}
+			for (let c = 0; c < k; c++) gradient[biasAt + c] += z[at + c];
 		}
-		const { Tensor } = this.ort;
-		const result = await this.backward.run({ dt: new Tensor('float32', dt, [k, n]), x: new Tensor('float32', x, [n, d]) });
-		gradient.set(result.gradient.data as Float32Array);
+		const result = await this.backward.run({ xt: this.columnsOf(problem), dz: new this.ort.Tensor('float64', z, [n, k]) });
+		const transposed = result.gradient.data as Float64Array;
+		for (let c = 0; c < k; c++) for (let j = 0; j < d; j++) gradient[c * d + j] = transposed[j * k + c];
 		return loss + penalty(l2, w, gradient, biasAt);
 	}
 
@@ -111,9 +135,9 @@ class OnnxProducts implements SoftmaxProducts {
 	}
 }
 
-/** A one-node float32 ONNX model: its inputs with their (symbolic) dimensions, its outputs. */
+/** A one-node float64 ONNX model: its inputs with their (symbolic) dimensions, its outputs. */
 function graph(onnx: typeof import('onnx-proto').onnx, node: import('onnx-proto').onnx.INodeProto, inputs: Record<string, string[]>): Uint8Array {
-	const float = onnx.TensorProto.DataType.FLOAT;
+	const double = onnx.TensorProto.DataType.DOUBLE;
 	const model = onnx.ModelProto.create({
 		irVersion: 8,
 		producerName: 'n8n-nodes-transfer-learning',
@@ -121,8 +145,8 @@ function graph(onnx: typeof import('onnx-proto').onnx, node: import('onnx-proto'
 		graph: {
 			name: node.opType!,
 			node: [node],
-			input: Object.entries(inputs).map(([name, dims]) => ({ name, type: { tensorType: { elemType: float, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } })),
-			output: node.output!.map((name) => ({ name, type: { tensorType: { elemType: float } } })),
+			input: Object.entries(inputs).map(([name, dims]) => ({ name, type: { tensorType: { elemType: double, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } })),
+			output: node.output!.map((name) => ({ name, type: { tensorType: { elemType: double } } })),
 		},
 	});
 	return onnx.ModelProto.encode(model).finish();

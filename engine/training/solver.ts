@@ -8,8 +8,8 @@
 
 /** The rows a fit sees: standardised features, one after another, with their class and weight. */
 export interface SoftmaxProblem {
-	/** Row-major [rows, inputs]. */
-	x: Float32Array;
+	/** Row-major [rows, inputs]; float64, as ONNX Runtime multiplies it (see products.ts). */
+	x: Float64Array;
 	inputs: number;
 	classes: number;
 	target: Int32Array;
