@@ -213,8 +213,7 @@ function scoreRows(problem: SoftmaxProblem, logits: Float64Array) {
 function headOf(classes: string[], weights: Float64Array, scaling: { mean: Float32Array; scale: number }, l2Normalize: boolean): Head {
 	const d = scaling.mean.length;
 	const k = classes.length;
-	const kernel = new Float32Array(d * k);
-	for (let c = 0; c < k; c++) for (let j = 0; j < d; j++) kernel[j * k + c] = weights[c * d + j];
+	const kernel = Float32Array.from(weights.subarray(0, d * k));
 	return {
 		labels: classes,
 		featureSize: d,

@@ -7,7 +7,7 @@
  */
 import type * as Ort from 'onnxruntime-node';
 import { settings } from '../settings';
-import { penalty, rowLoss, softmaxLogits, softmaxLoss, type SoftmaxParameters, type SoftmaxProblem } from './solver';
+import { rowLoss, softmaxLogits, softmaxLoss, type SoftmaxParameters, type SoftmaxProblem } from './solver';
 
 export interface SoftmaxProducts {
 	readonly runtime: 'onnxruntime' | 'js';
@@ -47,9 +47,9 @@ class OnnxProducts implements SoftmaxProducts {
 
 	private constructor(
 		private readonly ort: Runtime,
-		/** x [rows, inputs], w [classes, inputs], b [classes] -> logits [rows, classes] */
+		/** x [rows, inputs], w [inputs, classes], b [classes] -> logits [rows, classes] */
 		private readonly forward: Ort.InferenceSession,
-		/** xt [inputs, rows], dz [rows, classes] -> the kernel's gradient, transposed [inputs, classes] */
+		/** xt [inputs, rows], dz [rows, classes], w, l2 -> the kernel's gradient with its penalty's, and the kernel's squared sum */
 		private readonly backward: Ort.InferenceSession,
 	) {}
 
@@ -57,7 +57,9 @@ class OnnxProducts implements SoftmaxProducts {
 	 * Float64 throughout: with float32 products L-BFGS stopped a few iterations elsewhere and one
 	 * flowers5 test image in 600 (5 seeds) changed class; in float64 the heads are the JS kernels'.
 	 * Each product has the small matrix on its right, where MLAS's double kernels are fast (Dᵀ·X, with
-	 * X on the right, took three times as long): hence X is also kept transposed.
+	 * X on the right, took three times as long): hence X is also kept transposed. The penalty is in
+	 * the graph too: a loop over the kernel per evaluation, in a worker whose JIT is cold, cost more
+	 * than the products.
 	 */
 	static async open(ort: Runtime): Promise<OnnxProducts> {
 		const options: Ort.InferenceSession.SessionOptions = {
@@ -68,17 +70,27 @@ class OnnxProducts implements SoftmaxProducts {
 		};
 		// Loaded here, not at the top: the JS path does without it.
 		const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
-		const transB = { name: 'transB', i: 1, type: onnx.AttributeProto.AttributeType.INT };
 		const forward = await ort.InferenceSession.create(
-			graph(onnx, { opType: 'Gemm', input: ['x', 'w', 'b'], output: ['logits'], attribute: [transB] }, { x: ['rows', 'inputs'], w: ['classes', 'inputs'], b: ['classes'] }),
+			graph(onnx, [{ opType: 'Gemm', input: ['x', 'w', 'b'], output: ['logits'] }], { x: ['rows', 'inputs'], w: ['inputs', 'classes'], b: ['classes'] }, ['logits']),
 			options,
 		);
-		const backward = await ort.InferenceSession.create(graph(onnx, { opType: 'MatMul', input: ['xt', 'dz'], output: ['gradient'] }, { xt: ['inputs', 'rows'], dz: ['rows', 'classes'] }), options).catch(
-			async (error: unknown) => {
-				await forward.release();
-				throw error;
-			},
-		);
+		const backward = await ort.InferenceSession.create(
+			graph(
+				onnx,
+				[
+					{ opType: 'MatMul', input: ['xt', 'dz'], output: ['products'] },
+					{ opType: 'Mul', input: ['w', 'l2'], output: ['decay'] },
+					{ opType: 'Add', input: ['products', 'decay'], output: ['gradient'] },
+					{ opType: 'ReduceSumSquare', input: ['w'], output: ['squares'], attribute: [{ name: 'keepdims', i: 0, type: onnx.AttributeProto.AttributeType.INT }] },
+				],
+				{ xt: ['inputs', 'rows'], dz: ['rows', 'classes'], w: ['inputs', 'classes'], l2: [] },
+				['gradient', 'squares'],
+			),
+			options,
+		).catch(async (error: unknown) => {
+			await forward.release();
+			throw error;
+		});
 		return new OnnxProducts(ort, forward, backward);
 	}
 
@@ -104,30 +116,25 @@ class OnnxProducts implements SoftmaxProducts {
 	async logits(problem: SoftmaxProblem, w: SoftmaxParameters): Promise<Float64Array> {
 		const { inputs: d, classes: k } = problem;
 		const { Tensor } = this.ort;
-		const result = await this.forward.run({
-			x: this.rowsOf(problem),
-			w: new Tensor('float64', w.slice(0, k * d), [k, d]),
-			b: new Tensor('float64', w.slice(k * d), [k]),
-		});
+		const result = await this.forward.run({ x: this.rowsOf(problem), w: new Tensor('float64', w.subarray(0, d * k), [d, k]), b: new Tensor('float64', w.subarray(d * k), [k]) });
 		return result.logits.data as Float64Array;
 	}
 
 	async loss(problem: SoftmaxProblem, l2: number, w: SoftmaxParameters, gradient: Float64Array): Promise<number> {
-		const { inputs: d, classes: k, target, weight } = problem;
-		const n = target.length;
+		const { inputs: d, classes: k } = problem;
+		const n = problem.target.length;
 		const biasAt = k * d;
 		const z = await this.logits(problem, w);
-		gradient.fill(0, biasAt);
-		let loss = 0;
-		for (let r = 0; r < n; r++) {
-			const at = r * k;
-			loss += rowLoss(z, at, k, target[r], weight[r]);
-			for (let c = 0; c < k; c++) gradient[biasAt + c] += z[at + c];
-		}
-		const result = await this.backward.run({ xt: this.columnsOf(problem), dz: new this.ort.Tensor('float64', z, [n, k]) });
-		const transposed = result.gradient.data as Float64Array;
-		for (let c = 0; c < k; c++) for (let j = 0; j < d; j++) gradient[c * d + j] = transposed[j * k + c];
-		return loss + penalty(l2, w, gradient, biasAt);
+		const loss = rowsLoss(problem, z, gradient);
+		const { Tensor } = this.ort;
+		const result = await this.backward.run({
+			xt: this.columnsOf(problem),
+			dz: new Tensor('float64', z, [n, k]),
+			w: new Tensor('float64', w.subarray(0, biasAt), [d, k]),
+			l2: new Tensor('float64', Float64Array.of(l2), []),
+		});
+		gradient.set(result.gradient.data as Float64Array);
+		return loss + (l2 / 2) * (result.squares.data as Float64Array)[0];
 	}
 
 	async release(): Promise<void> {
@@ -135,18 +142,34 @@ class OnnxProducts implements SoftmaxProducts {
 	}
 }
 
-/** A one-node float64 ONNX model: its inputs with their (symbolic) dimensions, its outputs. */
-function graph(onnx: typeof import('onnx-proto').onnx, node: import('onnx-proto').onnx.INodeProto, inputs: Record<string, string[]>): Uint8Array {
+/**
+ * The rows' loss from their logits `z`, which become the loss's derivative by them; the biases'
+ * gradient into `gradient`. Not inline in the async caller: V8 would leave the loop unoptimised.
+ */
+function rowsLoss({ classes: k, inputs: d, target, weight }: SoftmaxProblem, z: Float64Array, gradient: Float64Array): number {
+	const biasAt = k * d;
+	gradient.fill(0, biasAt);
+	let loss = 0;
+	for (let r = 0; r < target.length; r++) {
+		const at = r * k;
+		loss += rowLoss(z, at, k, target[r], weight[r]);
+		for (let c = 0; c < k; c++) gradient[biasAt + c] += z[at + c];
+	}
+	return loss;
+}
+
+/** A float64 ONNX model of `nodes`: its inputs with their (symbolic) dimensions, and its outputs. */
+function graph(onnx: typeof import('onnx-proto').onnx, nodes: import('onnx-proto').onnx.INodeProto[], inputs: Record<string, string[]>, outputs: string[]): Uint8Array {
 	const double = onnx.TensorProto.DataType.DOUBLE;
 	const model = onnx.ModelProto.create({
 		irVersion: 8,
 		producerName: 'n8n-nodes-transfer-learning',
 		opsetImport: [{ domain: '', version: 13 }],
 		graph: {
-			name: node.opType!,
-			node: [node],
+			name: 'softmax-products',
+			node: nodes,
 			input: Object.entries(inputs).map(([name, dims]) => ({ name, type: { tensorType: { elemType: double, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } })),
-			output: node.output!.map((name) => ({ name, type: { tensorType: { elemType: double } } })),
+			output: outputs.map((name) => ({ name, type: { tensorType: { elemType: double } } })),
 		},
 	});
 	return onnx.ModelProto.encode(model).finish();
