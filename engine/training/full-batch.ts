@@ -160,14 +160,9 @@ function scalingOf(rows: Rows): { mean: Float32Array; scale: number } {
 		for (let j = 0; j < d; j++) mean[j] += v[j] * f;
 		squares += rows.squares[i] / n;
 	}
-	const scale = Math.sqrt(Math.max(0, squares - squaredLength64(mean)));
+	const scale = Math.sqrt(Math.max(0, squares - mean.reduce((sum, m) => sum + m * m, 0)));
+	// The rows are about unit length: a spread this small is rounding, all rows alike.
 	return { mean: Float32Array.from(mean), scale: scale > 1e-6 ? scale : 1 };
-}
-
-function squaredLength64(v: Float64Array): number {
-	let sum = 0;
-	for (let j = 0; j < v.length; j++) sum += v[j] * v[j];
-	return sum;
 }
 
 function problemOf(rows: Rows, scaling: { mean: Float32Array; scale: number }, classes: number, options: TrainingOptions): SoftmaxProblem {

@@ -6,6 +6,7 @@
  * plain-JS kernels do it all.
  */
 import type * as Ort from 'onnxruntime-node';
+import { errorMessage } from '../errors';
 import { settings } from '../settings';
 import { rowLoss, softmaxLogits, softmaxLoss, type SoftmaxParameters, type SoftmaxProblem } from './solver';
 
@@ -137,8 +138,11 @@ class OnnxProducts implements SoftmaxProducts {
 		return loss + (l2 / 2) * (result.squares.data as Float64Array)[0];
 	}
 
+	/** A session that fails to release costs memory, not the training: it is reported, not thrown. */
 	async release(): Promise<void> {
-		await Promise.all([this.forward.release(), this.backward.release()]);
+		for (const result of await Promise.allSettled([this.forward.release(), this.backward.release()])) {
+			if (result.status === 'rejected') console.warn(`[transfer-learning] could not release an ONNX Runtime session: ${errorMessage(result.reason)}`);
+		}
 	}
 }
 

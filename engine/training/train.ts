@@ -12,7 +12,8 @@ import { argMax, predictHead } from './predict';
 
 /**
  * `features` and `labels` are already checked by checkExamples; `classes` is their sorted label
- * set; `views[i]` are extra views of example i (augmentation), trained on with its label.
+ * set; `views[i]` are extra views of example i (augmentation), trained on with its label. `open`
+ * gives the full-batch solver its matrix products; the training releases them when it ends.
  */
 export async function train(
 	features: Float32Array[],
