@@ -1,9 +1,10 @@
 /**
- * The two matrix products of each loss evaluation, the logits X·Wᵀ + b and the kernel's gradient
- * Dᵀ·X, on ONNX Runtime where it loads: its SIMD kernels do them several times faster than the best
- * JS loop. The softmax, the loss and everything L-BFGS keeps stay in float64 JS. Where ONNX Runtime
- * does not load (onnxruntime-node ships no musl binary) or TL_BACKEND names another backend, the
- * plain-JS kernels do it all.
+ * The two matrix products of each loss evaluation, the logits X·W + b and the kernel's gradient
+ * Xᵀ·D, on ONNX Runtime where it loads: its SIMD kernels do them several times faster than the best
+ * JS loop. The softmax and the loss stay in JS, and everything is float64, so that L-BFGS's line
+ * search sees the objective the JS kernels compute. Where ONNX Runtime does not load
+ * (onnxruntime-node ships no musl binary) or TL_BACKEND names another backend, the plain-JS kernels
+ * do it all.
  */
 import type * as Ort from 'onnxruntime-node';
 import { errorMessage } from '../errors';
@@ -28,16 +29,14 @@ export const JS_PRODUCTS: SoftmaxProducts = {
 
 type Runtime = typeof Ort;
 
-/** ONNX Runtime where TL_BACKEND allows it and it loads, else the JS kernels. */
+/** ONNX Runtime where TL_BACKEND allows it and it loads, else the JS kernels (the training report says which ran). */
 export async function openProducts(): Promise<SoftmaxProducts> {
 	if (!['auto', 'onnxruntime'].includes(settings().backend)) return JS_PRODUCTS;
-	let ort: Runtime;
 	try {
-		ort = require('onnxruntime-node') as Runtime;
+		return await OnnxProducts.open(require('onnxruntime-node') as Runtime);
 	} catch {
 		return JS_PRODUCTS;
 	}
-	return OnnxProducts.open(ort);
 }
 
 class OnnxProducts implements SoftmaxProducts {
