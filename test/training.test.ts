@@ -2,13 +2,17 @@ import { TEMP_DIR } from './helpers/env';
 import { watchEventLoop } from './helpers/event-loop';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { classify, predictHead, tf, trainHead, useBackend, type Head, type TrainingProgress } from '../engine';
+import { DEFAULT_TRAINING } from '../engine/head/head';
 import { seededRandom, shuffleInPlace } from '../engine/head/random';
-import { lbfgs, parameterCount, softmaxLoss, type SoftmaxProblem } from '../engine/head/solver';
+import { openProducts, type SoftmaxProducts } from '../engine/head/products';
+import { lbfgs, parameterCount, softmaxLogits, softmaxLoss, type SoftmaxProblem } from '../engine/head/solver';
+import { train } from '../engine/head/train';
 import { percentile } from '../scripts/percentile';
 
 /** Gaussian blobs, one per class, `separation` apart along the class's own axis. */
@@ -193,21 +197,47 @@ test('an onProgress that throws rejects the training instead of crashing the pro
 });
 
 /** A softmax problem on blobs, rows weighted equally. */
-function softmaxProblem(seed: number, counts: Record<string, number> = { a: 40, b: 40, c: 40 }): SoftmaxProblem {
-	const { features, labels } = blobs(counts, 6, seed, 1.2, 1);
+function softmaxProblem(seed: number, counts: Record<string, number> = { a: 40, b: 40, c: 40 }, inputs = 6): SoftmaxProblem {
+	const { features, labels } = blobs(counts, inputs, seed, 1.2, 1);
 	const classes = Object.keys(counts).sort();
 	return {
-		x: Float32Array.from(features.flatMap((f) => Array.from(f))),
-		inputs: 6,
+		x: Float64Array.from(features.flatMap((f) => Array.from(f))),
+		inputs,
 		classes: classes.length,
 		target: Int32Array.from(labels.map((l) => classes.indexOf(l))),
 		weight: new Float64Array(labels.length).fill(1 / labels.length),
 	};
 }
 
-test('the softmax loss gradient is the derivative of the loss, with odd and even class counts and a partial last block of rows', () => {
-	for (const problem of [softmaxProblem(11), softmaxProblem(12, { a: 10, b: 11, c: 9, d: 13 })]) checkGradient(problem);
+test('the softmax loss gradient is the derivative of the loss, with odd and even class counts and a partial last block of rows; ONNX Runtime gives the same', async () => {
+	const problems = [softmaxProblem(11), softmaxProblem(12, { a: 10, b: 11, c: 9, d: 13 })];
+	for (const problem of problems) checkGradient(problem);
+	// The products on ONNX Runtime against the JS kernels, both in float64 (summed in another order),
+	// on these and on a problem of a backbone's width.
+	const products = await openProducts();
+	try {
+		assert.equal(products.runtime, 'onnxruntime');
+		for (const problem of [...problems, softmaxProblem(13, { a: 150, b: 170, c: 140, d: 160, e: 155 }, 1280)]) await checkProducts(products, problem);
+	} finally {
+		await products.release();
+	}
 });
+
+async function checkProducts(products: SoftmaxProducts, problem: SoftmaxProblem): Promise<void> {
+	const random = seededRandom(4);
+	const w = Float64Array.from({ length: parameterCount(problem) }, () => (random() - 0.5) / Math.sqrt(problem.inputs));
+	const expected = new Float64Array(w.length);
+	const expectedLoss = softmaxLoss(problem, 0.05, w, expected);
+	// Whatever the gradient held before is overwritten.
+	const gradient = new Float64Array(w.length).fill(NaN);
+	const loss = await products.loss(problem, 0.05, w, gradient);
+	const what = `${problem.target.length} x ${problem.inputs} -> ${problem.classes}`;
+	assert.ok(Math.abs(loss - expectedLoss) < 1e-12 * expectedLoss, `${what}: loss ${loss}, JS ${expectedLoss}`);
+	const largest = Math.max(...expected.map(Math.abs));
+	expected.forEach((g, j) => assert.ok(Math.abs(gradient[j] - g) < 1e-12 * largest, `${what}, parameter ${j}: ${gradient[j]}, JS ${g}`));
+	const logits = await products.logits(problem, w);
+	softmaxLogits(problem, w).forEach((z, i) => assert.ok(Math.abs(logits[i] - z) < 1e-12 * (1 + Math.abs(z)), `${what}, logit ${i}: ${logits[i]}, JS ${z}`));
+}
 
 function checkGradient(problem: SoftmaxProblem): void {
 	const random = seededRandom(3);
@@ -226,7 +256,7 @@ function checkGradient(problem: SoftmaxProblem): void {
 	}
 }
 
-test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below a long gradient descent', () => {
+test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below a long gradient descent', async () => {
 	const rosenbrock = (w: Float64Array, g: Float64Array) => {
 		const [x, y] = w;
 		g[0] = -2 * (1 - x) - 400 * x * (y - x * x);
@@ -234,12 +264,12 @@ test('L-BFGS finds the minimum: Rosenbrock at (1, 1), and the softmax loss below
 		return (1 - x) ** 2 + 100 * (y - x * x) ** 2;
 	};
 	const point = Float64Array.from([-1.2, 1]);
-	lbfgs(rosenbrock, point, { maxIterations: 500, gradientTolerance: 1e-8 });
+	await lbfgs(rosenbrock, point, { maxIterations: 500, gradientTolerance: 1e-8 });
 	assert.ok(Math.abs(point[0] - 1) < 1e-4 && Math.abs(point[1] - 1) < 1e-4, `ended at ${point[0]}, ${point[1]}`);
 
 	const problem = softmaxProblem(12);
 	const solved = new Float64Array(parameterCount(problem));
-	const { loss, iterations } = lbfgs((w, g) => softmaxLoss(problem, 0.01, w, g), solved, { maxIterations: 200, gradientTolerance: 1e-7 });
+	const { loss, iterations } = await lbfgs((w, g) => softmaxLoss(problem, 0.01, w, g), solved, { maxIterations: 200, gradientTolerance: 1e-7 });
 	// 20,000 steps of plain gradient descent on the same convex objective, for reference.
 	const descended = new Float64Array(solved.length);
 	const g = new Float64Array(solved.length);
@@ -318,4 +348,86 @@ test('the training worker, started once per training, loads neither sharp nor zo
 	const script = `require(${JSON.stringify(worker)}); console.log(JSON.stringify(Object.keys(require.cache).filter((f) => /node_modules[\\\\/](sharp|zod)[\\\\/]/.test(f))))`;
 	const loaded = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as string[];
 	assert.deepEqual(loaded, []);
+});
+
+/** `TL_BACKEND` for the trainings `run` starts (a worker reads the environment as it starts). */
+async function withBackend<T>(backend: string, run: () => Promise<T>): Promise<T> {
+	const before = process.env.TL_BACKEND;
+	process.env.TL_BACKEND = backend;
+	try {
+		return await run();
+	} finally {
+		if (before === undefined) delete process.env.TL_BACKEND;
+		else process.env.TL_BACKEND = before;
+	}
+}
+
+test('the full-batch solver on ONNX Runtime and on the JS kernels chooses the same L2 and predicts alike', async () => {
+	// Overlapping classes in many dimensions: the candidates' validation losses differ, and the
+	// probabilities are far from 0 and 1, where a difference would show.
+	const { features, labels } = blobs({ a: 60, b: 70, c: 50, d: 60, e: 60 }, 256, 41, 1, 1.5);
+	const onnx = await trainHead(features, labels, { seed: 7 });
+	const js = await withBackend('cpu', () => trainHead(features, labels, { seed: 7 }));
+	assert.ok(onnx.solver.method === 'lbfgs' && js.solver.method === 'lbfgs');
+	assert.deepEqual([onnx.solver.runtime, js.solver.runtime], ['onnxruntime', 'js']);
+	assert.equal(onnx.solver.l2, js.solver.l2);
+	const jsCandidates = js.solver.candidates;
+	onnx.solver.candidates.forEach((c, i) => assert.ok(Math.abs(c.validationLoss - jsCandidates[i].validationLoss) < 1e-9 * jsCandidates[i].validationLoss, `L2 ${c.l2}: ${c.validationLoss}, JS ${jsCandidates[i].validationLoss}`));
+	const fresh = blobs({ a: 40, b: 40, c: 40, d: 40, e: 40 }, 256, 42, 1, 1.5).features;
+	const [p, q] = [onnx.head, js.head].map((head) => predictHead(head, fresh));
+	let largest = 0;
+	p.forEach((row, i) => row.forEach((v, c) => (largest = Math.max(largest, Math.abs(v - q[i][c])))));
+	console.log(`# largest difference of a probability between the two heads: ${largest.toExponential(1)}`);
+	assert.ok(largest < 1e-6, `probabilities differ by up to ${largest}`);
+});
+
+test('where ONNX Runtime does not load (Alpine), the full-batch solver trains on the JS kernels: the head of TL_BACKEND=cpu', async () => {
+	// A child process whose require('onnxruntime-node') fails as a glibc binary does on musl, in the
+	// training worker too (it inherits --require).
+	const dir = path.join(TEMP_DIR, 'solver-no-ort');
+	mkdirSync(dir, { recursive: true });
+	const preload = path.join(dir, 'preload.js');
+	writeFileSync(
+		preload,
+		`const Module = require('node:module');
+		const resolve = Module._resolveFilename;
+		Module._resolveFilename = function (request, ...rest) {
+			if (request === 'onnxruntime-node') throw new Error('Error relocating onnxruntime_binding.node: __memcpy_chk: symbol not found');
+			return resolve.call(this, request, ...rest);
+		};`,
+	);
+	const { features, labels } = blobs({ a: 30, b: 30, c: 30 }, 16, 43, 1, 1.2);
+	const input = path.join(dir, 'examples.json');
+	writeFileSync(input, JSON.stringify({ features: features.map((f) => Array.from(f)), labels }));
+	const script = `const { trainHead } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
+		const { features, labels } = JSON.parse(require('fs').readFileSync(${JSON.stringify(input)}, 'utf8'));
+		trainHead(features.map((f) => Float32Array.from(f)), labels, { seed: 3 }).then((r) => console.log(JSON.stringify({ solver: r.solver, head: r.head }, (_, v) => (v instanceof Float32Array ? Array.from(v) : v))));`;
+	const { stdout } = await promisify(execFile)(process.execPath, ['--require', preload, '-e', script], { env: { ...process.env, TL_BACKEND: 'auto' } });
+	const fallback = JSON.parse(stdout);
+	assert.equal(fallback.solver.runtime, 'js');
+	const js = await withBackend('cpu', () => trainHead(features, labels, { seed: 3 }));
+	assert.deepEqual(fallback, JSON.parse(JSON.stringify({ solver: js.solver, head: js.head }, (_, v) => (v instanceof Float32Array ? Array.from(v) : v))));
+});
+
+test('a training releases the ONNX Runtime sessions it opened, also when it fails', async () => {
+	const { features, labels } = blobs({ a: 20, b: 20 }, 8, 44);
+	const classes = ['a', 'b'];
+	let opened = 0;
+	let released = 0;
+	const open = async () => {
+		const products = await openProducts();
+		assert.equal(products.runtime, 'onnxruntime');
+		opened++;
+		const release = products.release.bind(products);
+		products.release = () => (released++, release());
+		return products;
+	};
+	await train(features, labels, classes, { ...DEFAULT_TRAINING }, undefined, [], open);
+	await assert.rejects(
+		train(features, labels, classes, { ...DEFAULT_TRAINING }, (p) => {
+			if (p.phase === 'final') throw new Error('stopped');
+		}, [], open),
+		/stopped/,
+	);
+	assert.deepEqual([opened, released], [2, 2]);
 });

@@ -4,7 +4,8 @@
  */
 import type { EpochRecord, Head, SolverReport, TrainingOptions, TrainingProgress } from './head';
 import { computeMetrics, type Metrics } from './metrics';
-import { lbfgs, parameterCount, softmaxLogits, softmaxLoss, type SoftmaxProblem } from './solver';
+import type { SoftmaxProducts } from './products';
+import { lbfgs, parameterCount, type SoftmaxProblem } from './solver';
 
 /** Above this many rows (examples and their views), every head trains in mini-batches. */
 export const FULL_BATCH_MAX_ROWS = 10_000;
@@ -40,7 +41,7 @@ export interface FullBatchResult {
  * `views[i]` are more images of example i (augmentation): trained on with its label, always on its
  * side of the split, never scored.
  */
-export function fitFullBatch(
+export async function fitFullBatch(
 	features: Float32Array[],
 	target: number[],
 	classes: string[],
@@ -48,8 +49,9 @@ export function fitFullBatch(
 	validation: number[],
 	options: TrainingOptions,
 	onProgress: (progress: TrainingProgress) => void,
-	views: Float32Array[][] = [],
-): FullBatchResult {
+	views: Float32Array[][],
+	products: SoftmaxProducts,
+): Promise<FullBatchResult> {
 	const k = classes.length;
 	const candidates: Extract<SolverReport, { method: 'lbfgs' }>['candidates'] = [];
 	const history: EpochRecord[] = [];
@@ -57,19 +59,19 @@ export function fitFullBatch(
 	// on flowers5 (MobileNet v1 0.25 and 0.75, v2 0.35) and cats_vs_dogs, 5 seeds each, their validation
 	// loss was within 3% of unit length's at every strength, and test accuracy without them the same
 	// or higher: they doubled the search for nothing. Vectors of unit length already are left alone.
-	const l2Normalize = !features.every((f) => Math.abs(lengthOf(f) - 1) < 1e-3);
+	const l2Normalize = !features.every((f) => Math.abs(Math.sqrt(squaredLength(f)) - 1) < 1e-3);
 	let chosen = { l2: DEFAULT_L2, weights: undefined as Float64Array | undefined, metrics: undefined as Metrics | undefined };
 	if (validation.length) {
 		const fitRows = inputsOf(features, target, trainRows, views, l2Normalize);
-		const scaling = scalingOf(fitRows.vectors);
+		const scaling = scalingOf(fitRows);
 		const problem = problemOf(fitRows, scaling, k, options);
 		const validationProblem = problemOf(inputsOf(features, target, validation, [], l2Normalize), scaling, k, options);
 		const weights = new Float64Array(parameterCount(problem));
 		let best = Infinity;
 		for (const l2 of L2_GRID) {
-			const { iterations } = lbfgs((w, g) => softmaxLoss(problem, l2, w, g), weights, CANDIDATE_FIT);
-			const fit = scoreRows(problem, weights);
-			const held = scoreRows(validationProblem, weights);
+			const { iterations } = await lbfgs((w, g) => products.loss(problem, l2, w, g), weights, CANDIDATE_FIT);
+			const fit = scoreRows(problem, await products.logits(problem, weights));
+			const held = scoreRows(validationProblem, await products.logits(validationProblem, weights));
 			const record: EpochRecord = { epoch: history.length + 1, loss: fit.loss, accuracy: fit.accuracy, validationLoss: held.loss, validationAccuracy: held.accuracy, l2, l2Normalize };
 			history.push(record);
 			candidates.push({ l2, l2Normalize, iterations, validationLoss: held.loss, validationAccuracy: held.accuracy });
@@ -82,11 +84,11 @@ export function fitFullBatch(
 	}
 	const everyRow = target.map((_, i) => i);
 	const allRows = inputsOf(features, target, everyRow, views, l2Normalize);
-	const scaling = scalingOf(allRows.vectors);
+	const scaling = scalingOf(allRows);
 	const problem = problemOf(allRows, scaling, k, options);
 	// The chosen fit's weights are a close start: the scaling differs only by the held-out rows.
 	const weights = chosen.weights ?? new Float64Array(parameterCount(problem));
-	const { iterations } = lbfgs((w, g) => softmaxLoss(problem, chosen.l2, w, g), weights, {
+	const { iterations } = await lbfgs((w, g) => products.loss(problem, chosen.l2, w, g), weights, {
 		maxIterations: MAX_ITERATIONS,
 		gradientTolerance: GRADIENT_TOLERANCE,
 		onIteration: (epoch, loss) => onProgress({ phase: 'final', epochs: MAX_ITERATIONS, epoch, loss, accuracy: NaN }),
@@ -95,7 +97,8 @@ export function fitFullBatch(
 	let metrics = chosen.metrics;
 	if (!metrics) {
 		// No validation split: the figures are the training examples'.
-		const scored = scoreRows(problemOf(inputsOf(features, target, everyRow, [], l2Normalize), scaling, k, options), weights);
+		const examples = problemOf(inputsOf(features, target, everyRow, [], l2Normalize), scaling, k, options);
+		const scored = scoreRows(examples, await products.logits(examples, weights));
 		metrics = computeMetrics(classes, target, scored.predicted);
 		history.push({ epoch: 1, loss: scored.loss, accuracy: scored.accuracy, l2: chosen.l2, l2Normalize });
 	}
@@ -105,71 +108,74 @@ export function fitFullBatch(
 		history,
 		bestEpoch: validation.length ? candidates.findIndex((c) => c.l2 === chosen.l2) + 1 : 1,
 		finalEpochs: iterations,
-		solver: { method: 'lbfgs', l2: chosen.l2, l2Normalize, chosenBy: validation.length ? 'validation' : 'default', candidates },
+		solver: { method: 'lbfgs', l2: chosen.l2, l2Normalize, chosenBy: validation.length ? 'validation' : 'default', candidates, runtime: products.runtime },
 	};
 }
 
+/** Rows by reference: each is `vectors[i]` times `factor[i]` (1 / its length for unit-length inputs), of squared length `squares[i]`. */
 interface Rows {
 	vectors: Float32Array[];
+	factor: Float64Array;
+	squares: Float64Array;
 	target: number[];
 }
 
-/** The listed examples, then their extra views, L2-normalised when asked. */
+/** The listed examples, then their extra views; unit-length when asked, without copying a vector. */
 function inputsOf(features: Float32Array[], target: number[], rows: number[], views: Float32Array[][], l2Normalize: boolean): Rows {
 	const vectors: Float32Array[] = [];
 	const labels: number[] = [];
 	for (const r of rows) {
 		for (const v of [features[r], ...(views[r] ?? [])]) {
-			vectors.push(l2Normalize ? unitLength(v) : v);
+			vectors.push(v);
 			labels.push(target[r]);
 		}
 	}
-	return { vectors, target: labels };
+	const squares = Float64Array.from(vectors, squaredLength);
+	const factor = squares.map((s) => (l2Normalize && s > 0 ? 1 / Math.sqrt(s) : 1));
+	return { vectors, factor, squares: l2Normalize ? squares.map((s) => (s > 0 ? 1 : 0)) : squares, target: labels };
 }
 
 // Indexed loops: an iterator or a map callback per element took a fifth of a 1000 x 1280 training.
-function lengthOf(v: Float32Array): number {
+function squaredLength(v: Float32Array): number {
 	let sum = 0;
 	for (let j = 0; j < v.length; j++) sum += v[j] * v[j];
-	return Math.sqrt(sum);
-}
-
-function unitLength(v: Float32Array): Float32Array {
-	const norm = lengthOf(v) || 1;
-	const unit = new Float32Array(v.length);
-	for (let j = 0; j < v.length; j++) unit[j] = v[j] / norm;
-	return unit;
+	return sum;
 }
 
 /**
  * Centred on the mean, then divided by one scale for all features: the root of the total variance,
  * so that the rows are about unit length whatever the backbone and the grid's strengths mean the
  * same everywhere. Scaling each feature to unit variance instead blew up the noise of features
- * that barely vary and cost 3-6 points on flowers5.
+ * that barely vary and cost 3-6 points on flowers5. One pass: the total variance is the mean squared
+ * length less the mean's (in float64, the difference of numbers near 1 loses nothing that matters).
  */
-function scalingOf(vectors: Float32Array[]): { mean: Float32Array; scale: number } {
-	const d = vectors[0].length;
+function scalingOf(rows: Rows): { mean: Float32Array; scale: number } {
+	const d = rows.vectors[0].length;
+	const n = rows.vectors.length;
 	const mean = new Float64Array(d);
-	for (const v of vectors) for (let j = 0; j < d; j++) mean[j] += v[j];
-	for (let j = 0; j < d; j++) mean[j] /= vectors.length;
-	let variance = 0;
-	for (const v of vectors) {
-		for (let j = 0; j < d; j++) {
-			const deviation = v[j] - mean[j];
-			variance += deviation * deviation;
-		}
+	let squares = 0;
+	for (let i = 0; i < n; i++) {
+		const v = rows.vectors[i];
+		const f = rows.factor[i] / n;
+		for (let j = 0; j < d; j++) mean[j] += v[j] * f;
+		squares += rows.squares[i] / n;
 	}
-	const scale = Math.sqrt(variance / vectors.length);
-	return { mean: Float32Array.from(mean), scale: scale > 1e-12 ? scale : 1 };
+	const scale = Math.sqrt(Math.max(0, squares - mean.reduce((sum, m) => sum + m * m, 0)));
+	// The rows are about unit length: a spread this small is rounding, all rows alike.
+	return { mean: Float32Array.from(mean), scale: scale > 1e-6 ? scale : 1 };
 }
 
 function problemOf(rows: Rows, scaling: { mean: Float32Array; scale: number }, classes: number, options: TrainingOptions): SoftmaxProblem {
-	const d = scaling.mean.length;
+	const { mean } = scaling;
+	const d = mean.length;
 	const n = rows.vectors.length;
-	const x = new Float32Array(n * d);
-	rows.vectors.forEach((v, i) => {
-		for (let j = 0; j < d; j++) x[i * d + j] = (v[j] - scaling.mean[j]) / scaling.scale;
-	});
+	const x = new Float64Array(n * d);
+	for (let i = 0; i < n; i++) {
+		const v = rows.vectors[i];
+		const f = rows.factor[i];
+		const at = i * d;
+		for (let j = 0; j < d; j++) x[at + j] = (v[j] * f - mean[j]) / scaling.scale;
+	}
 	// Balanced: each class weighs the same in total, however many rows it has.
 	const counts = new Array<number>(classes).fill(0);
 	for (const t of rows.target) counts[t]++;
@@ -177,21 +183,20 @@ function problemOf(rows: Rows, scaling: { mean: Float32Array; scale: number }, c
 	return { x, inputs: d, classes, target: Int32Array.from(rows.target), weight };
 }
 
-/** Weighted cross-entropy (no penalty), accuracy and predicted classes of the rows. */
-function scoreRows(problem: SoftmaxProblem, weights: Float64Array) {
+/** Weighted cross-entropy (no penalty), accuracy and predicted classes of the rows, from their logits. */
+function scoreRows(problem: SoftmaxProblem, logits: Float64Array) {
 	const { classes: k, target, weight } = problem;
-	const logits = new Float64Array(k);
 	const predicted: number[] = [];
 	let loss = 0;
 	let total = 0;
 	let correct = 0;
 	for (let r = 0; r < target.length; r++) {
-		softmaxLogits(problem, weights, r, logits);
+		const at = r * k;
 		let best = 0;
-		for (let c = 1; c < k; c++) if (logits[c] > logits[best]) best = c;
+		for (let c = 1; c < k; c++) if (logits[at + c] > logits[at + best]) best = c;
 		let sum = 0;
-		for (let c = 0; c < k; c++) sum += Math.exp(logits[c] - logits[best]);
-		loss += weight[r] * (logits[best] + Math.log(sum) - logits[target[r]]);
+		for (let c = 0; c < k; c++) sum += Math.exp(logits[at + c] - logits[at + best]);
+		loss += weight[r] * (logits[at + best] + Math.log(sum) - logits[at + target[r]]);
 		total += weight[r];
 		predicted.push(best);
 		if (best === target[r]) correct++;
@@ -203,8 +208,7 @@ function scoreRows(problem: SoftmaxProblem, weights: Float64Array) {
 function headOf(classes: string[], weights: Float64Array, scaling: { mean: Float32Array; scale: number }, l2Normalize: boolean): Head {
 	const d = scaling.mean.length;
 	const k = classes.length;
-	const kernel = new Float32Array(d * k);
-	for (let c = 0; c < k; c++) for (let j = 0; j < d; j++) kernel[j * k + c] = weights[c * d + j];
+	const kernel = Float32Array.from(weights.subarray(0, d * k));
 	return {
 		labels: classes,
 		featureSize: d,

@@ -93,6 +93,8 @@ export type SolverReport =
 			chosenBy: 'validation' | 'default';
 			/** Each was fitted on the training split and scored on the validation split; the lowest validation loss wins. */
 			candidates: { l2: number; l2Normalize: boolean; iterations: number; validationLoss: number; validationAccuracy: number }[];
+			/** What multiplied the matrices: ONNX Runtime, or plain JS where it does not load or TL_BACKEND names another backend. */
+			runtime: 'onnxruntime' | 'js';
 	  };
 
 /**

@@ -7,20 +7,23 @@ import type { DenseLayer, EpochRecord, Head, TrainingOptions, TrainingProgress, 
 import { computeMetrics } from './metrics';
 import { seededRandom, shuffleInPlace } from './random';
 import { fitFullBatch, FULL_BATCH_MAX_ROWS } from './full-batch';
+import { openProducts, type SoftmaxProducts } from './products';
 import { argMax, predictHead } from './predict';
 
 /**
  * `features` and `labels` are already checked by checkExamples; `classes` is their sorted label
- * set; `views[i]` are extra views of example i (augmentation), trained on with its label.
+ * set; `views[i]` are extra views of example i (augmentation), trained on with its label. `open`
+ * gives the full-batch solver its matrix products; the training releases them when it ends.
  */
-export function train(
+export async function train(
 	features: Float32Array[],
 	labels: string[],
 	classes: string[],
 	options: TrainingOptions,
 	onProgress: (progress: TrainingProgress) => void = () => {},
 	views: Float32Array[][] = [],
-): TrainingResult {
+	open: () => Promise<SoftmaxProducts> = openProducts,
+): Promise<TrainingResult> {
 	// The same examples in another order must train the same head: the seeded split and shuffles
 	// work on rows sorted by content (label, then the feature bytes), not by arrival order.
 	const order = labels.map((_, i) => i).sort((a, b) => compareLabels(labels[a], labels[b]) || Buffer.compare(bytes(features[a]), bytes(features[b])));
@@ -40,7 +43,12 @@ export function train(
 		viewsPerExample,
 	};
 	if (options.solver === 'auto' && options.hiddenUnits === 0 && target.length * (1 + viewsPerExample) <= FULL_BATCH_MAX_ROWS) {
-		return { ...common, ...fitFullBatch(features, target, classes, trainRows, validation, options, onProgress, views) };
+		const products = await open();
+		try {
+			return { ...common, ...(await fitFullBatch(features, target, classes, trainRows, validation, options, onProgress, views, products)) };
+		} finally {
+			await products.release();
+		}
 	}
 	// Views become rows of their own, listed with their example's split.
 	const exampleCount = features.length;

@@ -29,13 +29,13 @@ if (process.platform === 'linux') {
 	}
 }
 
-parentPort!.once('message', (request: TrainRequest) => {
+parentPort!.once('message', async (request: TrainRequest) => {
 	try {
 		const { features, featureSize, labels, classes, options, viewsPerExample } = request;
 		const row = (i: number) => features.subarray(i * featureSize, (i + 1) * featureSize);
 		const rows = labels.map((_, i) => row(i));
 		const views = labels.map((_, i) => Array.from({ length: viewsPerExample }, (_, j) => row(labels.length + i * viewsPerExample + j)));
-		const result = train(rows, labels, classes, options, (progress) => parentPort!.postMessage({ type: 'progress', progress }), views);
+		const result = await train(rows, labels, classes, options, (progress) => parentPort!.postMessage({ type: 'progress', progress }), views);
 		const { head } = result;
 		const buffers = [head.mean, head.std, ...head.layers.flatMap((l) => [l.kernel, l.bias])].map((a) => a.buffer as ArrayBuffer);
 		parentPort!.postMessage({ type: 'done', result }, [...new Set(buffers)]);
