@@ -3,7 +3,7 @@
  * activations with one scale and zero point per tensor, biases corrected for the weights'
  * rounding. Activation ranges and channel means come from the network itself (ReLU6's cap and the
  * batch-norm statistics folded into each convolution) or from the float32 values seen on
- * calibration images.
+ * calibration images. The first layers stay in float (floatLayers).
  */
 import type { Activation, ChannelStats, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
@@ -207,7 +207,10 @@ export function floatLayers(plan: CompiledPlan): Set<string> {
 	return new Set([...first, ...second]);
 }
 
-/** The tensors the int8 graph quantizes by a calibrated range: the outputs of convolutions, sums and activations (the input is the pixels themselves). */
+/**
+ * The tensors the int8 graph quantizes by a calibrated range: the outputs of convolutions, sums and
+ * activations (a float layer's too, which is quantized where an int8 layer reads it).
+ */
 export function quantizedTensors(plan: CompiledPlan): string[] {
 	return plan.ops.filter((op) => op.kind === 'conv' || op.kind === 'add' || op.kind === 'activation').map((op) => op.output);
 }
