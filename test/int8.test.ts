@@ -9,12 +9,24 @@ import * as assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Backbone, catalogBackbone, computeMetrics, extractFeatures, fetchModelArtifacts, predictHead, trainHead, type ImageBackboneSpec } from '../engine';
-import { compiledBase } from '../engine/runtimes/onnx';
-import { cosineAgreement, quantizedTensors } from '../engine/runtimes/quantize';
+import { onnx } from 'onnx-proto';
+import * as ort from 'onnxruntime-node';
+import { NORMALIZATIONS } from '../engine/backbones/catalog';
+import { compiledBase, planToOnnx } from '../engine/runtimes/onnx';
+import { cosineAgreement, floatLayers, networkStats, quantizedTensors } from '../engine/runtimes/quantize';
 import { compileLayersModel } from '../engine/runtimes/compiler';
 import { argMax } from '../engine/head/head';
 
-const MIRRORED = ['mobilenet_v1_0.25_224', 'mobilenet_v1_0.75_224', 'mobilenet_v2_0.35_224'];
+/**
+ * Each mirrored backbone and the mean cosine its int8 features keep with float32's on `photos`.
+ * Measured: 0.9979, 0.9988, 0.9973; with every layer in int8 (the graph of COMPILER_VERSION 6) the
+ * same photos gave 0.9965, 0.9981, 0.9965, which these bounds refuse.
+ */
+const MIRRORED = [
+	['mobilenet_v1_0.25_224', 0.9972],
+	['mobilenet_v1_0.75_224', 0.9984],
+	['mobilenet_v2_0.35_224', 0.9969],
+] as const;
 // Real photos of both datasets; the first 16 (one batch) calibrate, all of them are compared.
 const photos = [...sample('flowers5', 4, 'test'), ...sample('cats_vs_dogs', 6, 'test')].map((p) => p.bytes);
 
@@ -39,8 +51,8 @@ async function calibrationFile(spec: ImageBackboneSpec): Promise<string> {
 	return `${compiledBase(spec, await fetchModelArtifacts(spec.url))}-int8-calibration.json`;
 }
 
-for (const id of MIRRORED) {
-	test(`int8 features of ${id} agree with float32 on real photos (mean cosine >= 0.95), calibrated on the first batch`, async () => {
+for (const [id, bound] of MIRRORED) {
+	test(`int8 features of ${id} agree with float32 on real photos (mean cosine >= ${bound}), calibrated on the first batch`, async () => {
 		freshCache();
 		const spec = catalogBackbone(id) as ImageBackboneSpec;
 		const float = await features(spec, 'float32');
@@ -49,7 +61,7 @@ for (const id of MIRRORED) {
 		assert.equal(int8.backend.name, 'onnxruntime');
 		assert.equal(int8.precision, 'int8');
 		const agreement = cosineAgreement(int8.out, float.out);
-		assert.ok(agreement.mean >= 0.95, `mean cosine ${agreement.mean}`);
+		assert.ok(agreement.mean >= bound, `mean cosine ${agreement.mean}`);
 		// Quantized for real: not the float32 graph under another name.
 		assert.ok(agreement.mean < 0.9999, `mean cosine ${agreement.mean}`);
 		assert.equal(int8.parity?.calibration, 'images');
@@ -168,3 +180,44 @@ test('calibrated on a first batch of one class, int8 keeps the features of the o
 		backbone.dispose();
 	}
 });
+
+/** The op types of a model's nodes, counted, and the model itself. */
+function decode(bytes: Uint8Array): { model: onnx.ModelProto; counts: Map<string, number> } {
+	const model = onnx.ModelProto.decode(bytes);
+	const counts = new Map<string, number>();
+	for (const node of model.graph!.node!) counts.set(node.opType!, (counts.get(node.opType!) ?? 0) + 1);
+	return { model, counts };
+}
+
+for (const [id, int8Convs, floatConvs] of [
+	['mobilenet_v1_0.75_224', 25, ['conv1_relu', 'conv_dw_1_relu']],
+	['mobilenet_v2_0.35_224', 50, ['Conv1_relu', 'expanded_conv_depthwise_relu']],
+] as const) {
+	test(`the int8 graph of ${id} keeps the layer that reads the image and the one after it in float, and ONNX Runtime runs the ${int8Convs} others as integer convolutions`, async () => {
+		freshCache();
+		const spec = catalogBackbone(id) as ImageBackboneSpec;
+		const plan = compileLayersModel(await fetchModelArtifacts(spec.url), spec);
+		assert.deepEqual([...floatLayers(plan)], floatConvs);
+		const { model } = decode(planToOnnx(plan, NORMALIZATIONS[spec.normalization], { int8: networkStats(plan) }));
+		const initializers = new Set(model.graph!.initializer!.map((t) => t.name));
+		const convs = model.graph!.node!.filter((n) => n.opType === 'Conv');
+		// A float layer reads its weights straight from an initializer, an int8 one through DequantizeLinear.
+		const float = convs.filter((n) => initializers.has(n.input![1])).map((n) => n.input![1].replace(/_w__\d+$/, ''));
+		assert.deepEqual(float, floatConvs);
+		const quantizedOutputs = model.graph!.node!.filter((n) => n.opType === 'QuantizeLinear').map((n) => n.input![0]);
+		// The first layer's output feeds a float layer only, so it is never rounded to uint8; the second's feeds an int8 layer.
+		assert.equal(quantizedOutputs.some((name) => name.startsWith(`${floatConvs[0]}__`)), false);
+		assert.equal(quantizedOutputs.some((name) => name.startsWith(`${floatConvs[1]}__`)), true);
+
+		const optimized = path.join(process.env.TL_MODEL_CACHE!, `${id}-optimized.onnx`);
+		const session = await ort.InferenceSession.create(planToOnnx(plan, NORMALIZATIONS[spec.normalization], { int8: networkStats(plan) }), {
+			// The level that fuses QDQ into integer kernels; 'all' adds layout changes for this CPU only.
+			graphOptimizationLevel: 'extended',
+			optimizedModelFilePath: optimized,
+		});
+		await session.release();
+		const { counts } = decode(readFileSync(optimized));
+		assert.equal(counts.get('QLinearConv'), int8Convs);
+		assert.equal((counts.get('Conv') ?? 0) + (counts.get('FusedConv') ?? 0), floatConvs.length);
+	});
+}

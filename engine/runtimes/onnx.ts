@@ -8,7 +8,7 @@ import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from '../net/download';
 import { errorMessage } from '../errors';
-import { activationParams, correctBias, pixelParams, quantizeBias, quantizeWeights, quantizedTensors, StatsTracker, type ActivationStats, type Calibration } from './quantize';
+import { activationParams, correctBias, floatLayers, quantizeBias, quantizeWeights, quantizedTensors, StatsTracker, type ActivationStats, type Calibration } from './quantize';
 import { settings } from '../settings';
 
 /**
@@ -102,25 +102,22 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 		}
 	};
 
-	if (ranges) {
-		// The pixels are already uint8 at the normalisation's scale: transposed, they are the first
-		// convolution's quantized input, with no float pass over the batch.
-		const { scale, zeroPoint } = pixelParams(normalization);
-		scales.set(plan.input, scale);
-		nodes.push(
-			{ opType: 'Transpose', input: ['pixels'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
-			{ opType: 'DequantizeLinear', input: ['pixels_nchw', initializer(scaleName, [], Float32Array.of(scale)), initializer(offsetName, [], Uint8Array.of(zeroPoint))], output: ['images'] },
-		);
-	} else {
-		initializer(scaleName, [], Float32Array.of(normalization.scale));
-		initializer(offsetName, [], Float32Array.of(normalization.offset));
-		nodes.push(
-			{ opType: 'Cast', input: ['pixels'], output: ['pixels_float'], attribute: [int('to', onnx.TensorProto.DataType.FLOAT)] },
-			{ opType: 'Transpose', input: ['pixels_float'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
-			{ opType: 'Mul', input: ['pixels_nchw', scaleName], output: ['pixels_scaled'] },
-			{ opType: 'Add', input: ['pixels_scaled', offsetName], output: ['images'] },
-		);
-	}
+	initializer(scaleName, [], Float32Array.of(normalization.scale));
+	initializer(offsetName, [], Float32Array.of(normalization.offset));
+	nodes.push(
+		{ opType: 'Cast', input: ['pixels'], output: ['pixels_float'], attribute: [int('to', onnx.TensorProto.DataType.FLOAT)] },
+		{ opType: 'Transpose', input: ['pixels_float'], output: ['pixels_nchw'], attribute: [ints('perm', [0, 3, 1, 2])] },
+		{ opType: 'Mul', input: ['pixels_nchw', scaleName], output: ['pixels_scaled'] },
+		{ opType: 'Add', input: ['pixels_scaled', offsetName], output: ['images'] },
+	);
+	// The layers the int8 graph keeps in float; an output of theirs is quantized only where an int8 layer reads it.
+	const float = ranges ? floatLayers(plan) : new Set<string>();
+	const int8Inputs = new Set(
+		plan.ops.flatMap((op) => {
+			if (float.has(op.output) || !(op.kind === 'conv' || op.kind === 'add' || op.kind === 'activation')) return [];
+			return op.kind === 'add' ? op.inputs : [op.input];
+		}),
+	);
 	const exposed: string[] = [];
 	for (const op of plan.ops) {
 		const output = fresh(op.output);
@@ -141,7 +138,7 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 				const dims = [outChannels, inPerGroup, kh, kw];
 				let w: string;
 				let b: string;
-				if (ranges) {
+				if (ranges && !float.has(op.output)) {
 					const quantized = quantizeWeights(weights, outChannels);
 					const mean = options.int8!.means.get(op.input);
 					const bias = quantizeBias(mean ? correctBias(op.bias, weights, quantized, mean, inPerGroup) : op.bias, scales.get(op.input)!, quantized.scales);
@@ -191,7 +188,8 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 				nodes.push({ opType: 'Flatten', input: [nameOf(op.input)], output: [output], attribute: [int('axis', 1)] });
 				break;
 		}
-		names.set(op.output, ranges && op.kind !== 'globalAveragePool' && op.kind !== 'flatten' && op.kind !== 'dense' ? quantize(op.output, output) : output);
+		const quantized = ranges && op.kind !== 'globalAveragePool' && op.kind !== 'flatten' && op.kind !== 'dense' && (!float.has(op.output) || int8Inputs.has(op.output));
+		names.set(op.output, quantized ? quantize(op.output, output) : output);
 		if (options.expose?.includes(op.output)) exposed.push(output);
 	}
 	nodes.push({ opType: 'Identity', input: [nameOf(plan.output)], output: ['features'] });
@@ -226,7 +224,7 @@ function onnxRuntime(): typeof Ort {
 }
 
 /** Bump when planToOnnx changes what it writes, so cached files are rebuilt. */
-const COMPILER_VERSION = 6;
+const COMPILER_VERSION = 7;
 
 /** An int8 graph's activation statistics and where they came from. */
 export interface Int8Calibration extends ActivationStats {
