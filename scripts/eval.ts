@@ -1,17 +1,18 @@
 /**
  * Trains a head on a dataset's `train` split and scores it on its `test` split.
  *   npm run eval -- --data DIR --backbone ID [--json] [--backend auto|wasm|cpu] [--precision auto|float32|int8] [--hidden N]
- *     [--seed S] [--seeds N] [--per-class N] [--augment] [--tta] [--solver auto|miniBatch]
+ *     [--seed S] [--seeds N] [--per-class N] [--augment] [--tta] [--solver auto|miniBatch] [--input-size N] [--pooling average|gem]
  * With --seeds N it trains N heads (seeds S, S+1, ...) on features extracted once, and reports the
  * mean and spread: one run's figure moves by an image or two with the seed. --per-class N trains
  * each seed on another N images per class of the train split. --augment trains on every view of
  * each training image (IMAGE_VIEWS: flip and corner crops), --tta classifies each test image by
- * the average over its views. With --json the last line printed is one JSON object (other checks
+ * the average over its views. --input-size and --pooling read the images otherwise than the
+ * catalog does for new models (224 and average: what models saved before that default read). With --json the last line printed is one JSON object (other checks
  * parse it). A .csv of texts (`text,label,split`) goes to eval-text.ts, which adds a TF-IDF baseline.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { catalogBackbone, DEFAULT_BACKBONE } from '../engine/catalog';
+import { catalogBackbone, DEFAULT_BACKBONE, type ImageBackboneSpec } from '../engine/catalog';
 import { extractFeatures, loadBackbone } from '../engine/features';
 import { argMax, predictHead, trainHead, type TrainingOptions } from '../engine/head';
 import { computeMetrics } from '../engine/metrics';
@@ -38,6 +39,8 @@ async function main() {
 			augment: { type: 'boolean', default: false },
 			tta: { type: 'boolean', default: false },
 			solver: { type: 'string', default: 'auto' },
+			'input-size': { type: 'string' },
+			pooling: { type: 'string' },
 		},
 	});
 	if (!values.data) throw new Error('usage: npm run eval -- --data DIR|FILE.csv --backbone ID [--json]');
@@ -46,7 +49,16 @@ async function main() {
 	const train = examples.filter((e) => e.split === 'train');
 	const test = examples.filter((e) => e.split === 'test');
 	if (values.precision && !['auto', 'float32', 'int8'].includes(values.precision)) throw new Error('--precision must be auto, float32 or int8');
-	const backbone = await loadBackbone(catalogBackbone(values.backbone!), { backend: values.backend as BackendChoice | undefined, precision: values.precision as PrecisionChoice | undefined });
+	if (values.pooling && !['average', 'gem'].includes(values.pooling)) throw new Error('--pooling must be average or gem');
+	const { pooling: catalogPooling, ...catalogSpec } = catalogBackbone(values.backbone!);
+	const side = values['input-size'] ? Number(values['input-size']) : undefined;
+	const pooling = values.pooling ?? catalogPooling ?? 'average';
+	const spec: ImageBackboneSpec = {
+		...catalogSpec,
+		...(side ? { inputSize: { height: side, width: side } } : {}),
+		...(pooling === 'gem' ? { pooling: 'gem' } : {}),
+	};
+	const backbone = await loadBackbone(spec, { backend: values.backend as BackendChoice | undefined, precision: values.precision as PrecisionChoice | undefined });
 	const started = Date.now();
 	const must = <T>(set: LabelledImage[], results: (T | Error)[]) =>
 		results.map((r, i) => {
@@ -94,6 +106,8 @@ async function main() {
 	const result = {
 		dataset: values.data,
 		backbone: backbone.spec.id,
+		inputSize: backbone.spec.inputSize.width,
+		pooling,
 		backend: backbone.backend.name,
 		/** What ran, after Automatic chose; int8 says how it was calibrated and how close to float32 it came on the first batch. */
 		precision: backbone.precision,
@@ -114,7 +128,7 @@ async function main() {
 	};
 	if (!values.json) {
 		const setting = [values.augment && 'augmented', values.tta && 'test-time averaged', values['per-class'] && `${values['per-class']} per class`].filter(Boolean).join(', ');
-		console.log(`${result.backbone} on ${result.dataset} (${result.backend}, ${result.precision}${setting ? `, ${setting}` : ''}): ${describeSpread(result, runs.length)}`);
+		console.log(`${result.backbone} at ${result.inputSize}x${result.inputSize}, ${pooling} pooling, on ${result.dataset} (${result.backend}, ${result.precision}${setting ? `, ${setting}` : ''}): ${describeSpread(result, runs.length)}`);
 		for (const r of runs) console.log(`  seed ${r.seed}: accuracy ${r.accuracy.toFixed(3)}, macro-F1 ${r.macroF1.toFixed(3)}, best epoch ${r.bestEpoch}, solver ${JSON.stringify(r.solver)}, ${r.trainSeconds.toFixed(2)} s`);
 		console.log(`train ${result.trainCount}, test ${result.testCount}, ${result.imagesPerSecond.toFixed(1)} images/s`);
 	}
