@@ -52,6 +52,10 @@ test('a catalog id stands for its current settings and for the 224x224 average i
 	]) {
 		assert.equal(isCatalogSpec(other), false, JSON.stringify(other));
 	}
+	// MobileNetV2 gained nothing measurable at twice the work: it keeps 224x224 and the average, one spec per id.
+	const v2 = catalogBackbone('mobilenet_v2_0.35_224');
+	assert.deepEqual([v2.inputSize, v2.pooling], [{ height: 224, width: 224 }, undefined]);
+	assert.ok(isCatalogSpec(v2));
 	assert.ok(madeWithBackbone(EARLIER, current), 'features of the earlier settings fit a node set to the same id');
 	assert.equal(madeWithBackbone(EARLIER, catalogBackbone('mobilenet_v1_0.75_224')), false);
 });
