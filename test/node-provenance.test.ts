@@ -31,7 +31,7 @@ test('Extract Features says how it made its features, and Fine-Tune Head fed the
 	const options = { resizeMode: 'fitPad', l2Normalize: true };
 	const extracted = await extract({ ...BACKBONE, options }, labelled(train));
 	assert.deepEqual(extracted[0].json.featureSource, {
-		backbone: { id: 'mobilenet_v1_0.25_224', inputType: 'image', url: 'https://storage.googleapis.com/tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json', format: 'layers', inputSize: { height: 224, width: 224 }, normalization: 'minusOneToOne', featureLayer: 'conv_pw_13_relu' },
+		backbone: { id: 'mobilenet_v1_0.25_224', inputType: 'image', url: 'https://storage.googleapis.com/tfjs-models/tfjs/mobilenet_v1_0.25_224/model.json', format: 'layers', inputSize: { height: 320, width: 320 }, normalization: 'minusOneToOne', featureLayer: 'conv_pw_13_relu', pooling: 'gem' },
 		resizeMode: 'fitPad',
 		l2Normalize: true,
 		precision: 'int8',

@@ -3,8 +3,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
 import * as tfc from '@tensorflow/tfjs-converter';
 import { useBackend, type BackendName, type BackendReport } from '../runtimes/backend';
-import { NORMALIZATIONS, type ImageBackboneSpec } from './catalog';
-import { CompiledTfjsModel } from '../runtimes/compiled-tfjs';
+import { GEM_POWER, NORMALIZATIONS, type ImageBackboneSpec } from './catalog';
+import { CompiledTfjsModel, globalPool } from '../runtimes/compiled-tfjs';
 import { CompileError, compileLayersModel, type CompiledPlan } from '../runtimes/compiler';
 import { fetchModelArtifacts, writeAtomically, type HostAuth, type ModelArtifacts } from '../net/download';
 import { TransferLearningError, errorMessage } from '../errors';
@@ -313,7 +313,7 @@ class CompiledTfjsExecutor {
 
 async function loadTfjs(artifacts: ModelArtifacts, format: 'layers' | 'graph', spec: ImageBackboneSpec, backend: BackendName): Promise<Executor> {
 	const handler = tf.io.fromMemory({
-		modelTopology: artifacts.modelJson.modelTopology as tf.io.ModelArtifacts['modelTopology'],
+		modelTopology: (format === 'layers' ? atInputSize(artifacts.modelJson.modelTopology, spec) : artifacts.modelJson.modelTopology) as tf.io.ModelArtifacts['modelTopology'],
 		weightSpecs: artifacts.weightSpecs as tf.io.WeightsManifestEntry[],
 		weightData: artifacts.weightData,
 		format: format === 'graph' ? 'graph-model' : 'layers-model',
@@ -324,15 +324,31 @@ async function loadTfjs(artifacts: ModelArtifacts, format: 'layers' | 'graph', s
 		input: 'normalised',
 		run: async (input: Float32Array, batch: number) => {
 			onBackend(backend);
-			return tf.tidy(() => pool(forward(tf.tensor4d(input, [batch, height, width, 3]))).dataSync() as Float32Array);
+			return tf.tidy(() => pool(forward(tf.tensor4d(input, [batch, height, width, 3])), spec.pooling === 'gem' ? GEM_POWER : undefined).dataSync() as Float32Array);
 		},
 		dispose: release,
 	};
 }
 
-/** Spatial maps are averaged to one vector per image; anything else is flattened. */
-function pool(output: tf.Tensor): tf.Tensor2D {
-	if (output.rank === 4) return tf.mean(output, [1, 2]) as tf.Tensor2D;
+/**
+ * The layers topology with its input at the spec's size: Keras records the size a network was built
+ * for, but a convolutional one reads others, as the compiled paths let it (a catalog backbone reads
+ * images larger than its training size).
+ */
+function atInputSize(topology: unknown, spec: ImageBackboneSpec): unknown {
+	const copy = structuredClone(topology) as { model_config?: unknown };
+	const model = (copy.model_config ?? copy) as { config?: { layers?: unknown } | unknown[] };
+	const layers = (Array.isArray(model.config) ? model.config : model.config?.layers) as { config?: { batch_input_shape?: (number | null)[] } }[] | undefined;
+	for (const layer of Array.isArray(layers) ? layers : []) {
+		const shape = layer.config?.batch_input_shape;
+		if (shape?.length === 4) layer.config!.batch_input_shape = [shape[0], spec.inputSize.height, spec.inputSize.width, shape[3]];
+	}
+	return copy;
+}
+
+/** Spatial maps are pooled to one vector per image as the spec says; anything else is flattened. */
+function pool(output: tf.Tensor, power: number | undefined): tf.Tensor2D {
+	if (output.rank === 4) return globalPool(output, power) as tf.Tensor2D;
 	if (output.rank === 2) return output as tf.Tensor2D;
 	return tf.reshape(output, [output.shape[0], -1]) as tf.Tensor2D;
 }

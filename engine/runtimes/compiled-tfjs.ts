@@ -47,7 +47,7 @@ export class CompiledTfjsModel {
 			case 'add':
 				return (values) => activate(tf.addN(op.inputs.map((i) => values.get(i)!)), op.activation);
 			case 'globalAveragePool':
-				return (values) => tf.mean(values.get(op.input)!, [1, 2]);
+				return (values) => globalPool(values.get(op.input)!, op.power);
 			case 'flatten':
 				return (values) => {
 					const x = values.get(op.input)!;
@@ -68,6 +68,11 @@ export class CompiledTfjsModel {
 	dispose(): void {
 		this.weights.forEach((t) => t.dispose());
 	}
+}
+
+/** The average over height and width; with `power`, the generalised mean (the feature maps it pools are ReLU outputs, never negative). */
+export function globalPool(x: tf.Tensor, power?: number): tf.Tensor {
+	return power ? tf.pow(tf.mean(tf.pow(x, power), [1, 2]), 1 / power) : tf.mean(x, [1, 2]);
 }
 
 function activate(x: tf.Tensor, activation: Activation): tf.Tensor {

@@ -4,7 +4,7 @@
  * into the next convolution's padding, activations folded into the op they follow. The same plan is
  * run by TF.js ops (compiled-tfjs.ts) and by ONNX Runtime (onnx.ts).
  */
-import type { ImageBackboneSpec } from '../backbones/catalog';
+import { GEM_POWER, type ImageBackboneSpec } from '../backbones/catalog';
 import type { ModelArtifacts } from '../net/download';
 
 export type Activation = 'linear' | 'relu' | 'relu6' | 'sigmoid' | 'tanh' | 'softmax';
@@ -32,7 +32,8 @@ export type PlanOp =
 	| { kind: 'dense'; input: string; output: string; kernel: Float32Array; kernelShape: [number, number]; bias: Float32Array; activation: Activation }
 	| { kind: 'activation'; input: string; output: string; activation: Activation }
 	| { kind: 'add'; inputs: string[]; output: string; activation: Activation }
-	| { kind: 'globalAveragePool'; input: string; output: string }
+	/** With `power`, the generalised mean: the average of x^power, to the power 1/power. */
+	| { kind: 'globalAveragePool'; input: string; output: string; power?: number }
 	| { kind: 'flatten'; input: string; output: string };
 
 export interface ChannelStats {
@@ -307,7 +308,7 @@ export function compileLayersModel(artifacts: ModelArtifacts, spec: ImageBackbon
 	}
 	let output = tensors.get(target)!;
 	if (output.shape.length === 3) {
-		ops.push({ kind: 'globalAveragePool', input: output.name, output: 'features' });
+		ops.push({ kind: 'globalAveragePool', input: output.name, output: 'features', ...(spec.pooling === 'gem' ? { power: GEM_POWER } : {}) });
 		output = { name: 'features', shape: [output.shape[2]] };
 	} else if (output.shape.length !== 1) {
 		throw new CompileError(`the feature layer has shape ${JSON.stringify(output.shape)}`);

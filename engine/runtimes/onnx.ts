@@ -179,7 +179,15 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 			}
 			case 'globalAveragePool': {
 				const pooled = fresh(`${op.output}_pooled`);
-				nodes.push({ opType: 'GlobalAveragePool', input: [nameOf(op.input)], output: [pooled] });
+				if (op.power) {
+					const raised = fresh(`${op.output}_raised`);
+					const mean = fresh(`${op.output}_mean`);
+					nodes.push({ opType: 'Pow', input: [nameOf(op.input), initializer(fresh('power'), [], Float32Array.of(op.power))], output: [raised] });
+					nodes.push({ opType: 'GlobalAveragePool', input: [raised], output: [mean] });
+					nodes.push({ opType: 'Pow', input: [mean, initializer(fresh('root'), [], Float32Array.of(1 / op.power))], output: [pooled] });
+				} else {
+					nodes.push({ opType: 'GlobalAveragePool', input: [nameOf(op.input)], output: [pooled] });
+				}
 				nodes.push({ opType: 'Flatten', input: [pooled], output: [output], attribute: [int('axis', 1)] });
 				break;
 			}

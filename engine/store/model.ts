@@ -2,9 +2,11 @@ import { z } from 'zod';
 import {
 	backboneKey,
 	CATALOG,
+	catalogBackbone,
 	customAddressProblem,
 	inputTypeOf,
 	INPUT_SIZE_RANGE,
+	isCatalogSpec,
 	MAX_ADDRESS_LENGTH,
 	NORMALIZATIONS,
 	type BackboneSpec,
@@ -90,11 +92,19 @@ export function describeFeatureSource(source: FeatureSource): string {
 	return `${describeBackbone(source.backbone)}${source.resizeMode ? `, ${RESIZE_WORDS[source.resizeMode]}` : ''}${source.l2Normalize ? ', L2-normalised' : ''}`;
 }
 
-/** A catalog id says it all; two custom models at one address may still differ in how they are read. */
+/**
+ * A catalog id says it all, unless the spec holds the settings the id stood for earlier; two custom
+ * models at one address may still differ in how they are read.
+ */
 export function describeBackbone(spec: BackboneSpec): string {
-	if (spec.inputType === 'text' || !spec.id.startsWith('custom:')) return spec.id;
+	if (spec.inputType === 'text') return spec.id;
+	const size = `${spec.inputSize.width}x${spec.inputSize.height}`;
+	const pooling = spec.pooling === 'gem' ? 'generalised-mean pooling' : 'average pooling';
+	if (!spec.id.startsWith('custom:')) {
+		return Object.hasOwn(CATALOG, spec.id) && inputTypeOf(CATALOG[spec.id]) === 'image' && backboneKey(spec) !== backboneKey(catalogBackbone(spec.id)) ? `${spec.id} (${size}, ${pooling})` : spec.id;
+	}
 	const layer = spec.featureLayer || spec.outputNode;
-	return `${spec.id} (${spec.inputSize.width}x${spec.inputSize.height}, ${spec.normalization}${layer ? `, ${layer}` : ''})`;
+	return `${spec.id} (${size}, ${spec.normalization}${layer ? `, ${layer}` : ''}${spec.pooling ? `, ${pooling}` : ''})`;
 }
 
 /**
@@ -122,6 +132,7 @@ const imageBackboneSchema = z.object({
 	normalization: z.enum(Object.keys(NORMALIZATIONS) as [NormalizationName, ...NormalizationName[]]),
 	featureLayer: layerName,
 	outputNode: layerName,
+	pooling: z.literal('gem').optional(),
 });
 const useLiteSchema = z.object({
 	inputType: z.literal('text'),
@@ -275,15 +286,12 @@ const manifestSchema = z
 	});
 
 /**
- * A catalog id stands for the catalog's spec exactly, so a manifest cannot borrow one for another
- * address; any other id is `custom:` and its address.
+ * A catalog id stands for the catalog's spec exactly (now or earlier: isCatalogSpec), so a manifest
+ * cannot borrow one for another address; any other id is `custom:` and its address.
  */
 function backboneProblem(spec: BackboneSpec): string | undefined {
 	if (Object.hasOwn(CATALOG, spec.id)) {
-		const entry = CATALOG[spec.id];
-		return inputTypeOf(entry) === inputTypeOf(spec) && backboneKey(spec) === backboneKey(entry)
-			? undefined
-			: `it names the catalog backbone "${spec.id}" with other settings or another address`;
+		return isCatalogSpec(spec) ? undefined : `it names the catalog backbone "${spec.id}" with other settings or another address`;
 	}
 	if (spec.inputType === 'text') return hubTextSpecProblem(spec);
 	if (spec.id !== `custom:${spec.url}`) return `its id "${spec.id.slice(0, 50)}" is neither a catalog backbone nor "custom:" and its address`;

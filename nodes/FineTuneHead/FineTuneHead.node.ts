@@ -1,13 +1,13 @@
 import type { IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import {
 	Backbone,
-	backboneKey,
 	describeBackbone,
 	describeFeatureSource,
 	exportModel,
 	featureSourceKey,
 	inputTypeOf,
 	labelProblem,
+	madeWithBackbone,
 	ModelStore,
 	saveTrainedModel,
 	trainHead,
@@ -194,10 +194,11 @@ function sourceOfFeatures(
 	const { backbone } = configured();
 	const mismatch = (setting: string, value: string) =>
 		new TransferLearningError(`The features were made with ${describeFeatureSource(common)}, but "${setting}" is set to ${value}`, `Set "${setting}" here as in Extract Features`);
-	if (backboneKey(common.backbone) !== backboneKey(backbone)) throw mismatch('Backbone', describeBackbone(backbone));
+	if (!madeWithBackbone(common.backbone, backbone)) throw mismatch('Backbone', describeBackbone(backbone));
 	if (resizeModeSet && resizeModeSet !== common.resizeMode) {
 		throw mismatch('Resize Mode', resizeModeOption.options!.find((o) => 'value' in o && o.value === resizeModeSet)!.name);
 	}
 	// The head learns on unit vectors if either normalised them; Classify must then normalise too.
-	return { backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set, ...(common.precision ? { precision: common.precision } : {}) };
+	// The features' own spec: a catalog id's earlier settings stay with the model trained on them.
+	return { backbone: common.backbone, ...(common.resizeMode ? { resizeMode: common.resizeMode } : {}), l2Normalize: common.l2Normalize || l2Set, ...(common.precision ? { precision: common.precision } : {}) };
 }
