@@ -1,7 +1,8 @@
 import { TEMP_DIR, REPO_ROOT } from './helpers/env';
+import { withoutOnnxRuntime } from './helpers/no-onnxruntime';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -169,19 +170,8 @@ test('ids that are not owner/name are refused before any request', () => {
 });
 
 test('where ONNX Runtime does not load (Alpine), the error names USE Lite and nothing is downloaded', async () => {
-	// A child process whose require('onnxruntime-node') fails as a glibc binary does on musl.
 	const dir = path.join(TEMP_DIR, 'no-ort');
-	mkdirSync(dir, { recursive: true });
-	const preload = path.join(dir, 'preload.js');
-	writeFileSync(
-		preload,
-		`const Module = require('node:module');
-		const resolve = Module._resolveFilename;
-		Module._resolveFilename = function (request, ...rest) {
-			if (request === 'onnxruntime-node') throw new Error('Error relocating onnxruntime_binding.node: __memcpy_chk: symbol not found');
-			return resolve.call(this, request, ...rest);
-		};`,
-	);
+	const preload = withoutOnnxRuntime(dir);
 	const script = `const { HubTextEncoder } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'engine', 'text', 'hf-encoder'))});
 		const { hubTextSpec } = require(${JSON.stringify(path.join(REPO_ROOT, 'dist', 'engine', 'text', 'hf-catalog'))});
 		HubTextEncoder.load(hubTextSpec('hf:${REPO}')).then(() => console.log('loaded'), (e) => console.log(JSON.stringify({ message: e.message, hint: e.hint })));`;

@@ -1,9 +1,10 @@
 import { TEMP_DIR } from './helpers/env';
 import { watchEventLoop } from './helpers/event-loop';
+import { withoutOnnxRuntime } from './helpers/no-onnxruntime';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -382,20 +383,8 @@ test('the full-batch solver on ONNX Runtime and on the JS kernels chooses the sa
 });
 
 test('where ONNX Runtime does not load (Alpine), the full-batch solver trains on the JS kernels: the head of TL_BACKEND=cpu', async () => {
-	// A child process whose require('onnxruntime-node') fails as a glibc binary does on musl, in the
-	// training worker too (it inherits --require).
 	const dir = path.join(TEMP_DIR, 'solver-no-ort');
-	mkdirSync(dir, { recursive: true });
-	const preload = path.join(dir, 'preload.js');
-	writeFileSync(
-		preload,
-		`const Module = require('node:module');
-		const resolve = Module._resolveFilename;
-		Module._resolveFilename = function (request, ...rest) {
-			if (request === 'onnxruntime-node') throw new Error('Error relocating onnxruntime_binding.node: __memcpy_chk: symbol not found');
-			return resolve.call(this, request, ...rest);
-		};`,
-	);
+	const preload = withoutOnnxRuntime(dir);
 	const { features, labels } = blobs({ a: 30, b: 30, c: 30 }, 16, 43, 1, 1.2);
 	const input = path.join(dir, 'examples.json');
 	writeFileSync(input, JSON.stringify({ features: features.map((f) => Array.from(f)), labels }));
