@@ -8,6 +8,7 @@
  */
 import type * as Ort from 'onnxruntime-node';
 import { errorMessage } from '../errors';
+import { encodeModel, onnxRuntime } from '../runtimes/onnx-runtime';
 import { settings } from '../settings';
 import { rowLoss, softmaxLogits, softmaxLoss, type SoftmaxParameters, type SoftmaxProblem } from './solver';
 
@@ -33,7 +34,7 @@ type Runtime = typeof Ort;
 export async function openProducts(): Promise<SoftmaxProducts> {
 	if (!['auto', 'onnxruntime'].includes(settings().backend)) return JS_PRODUCTS;
 	try {
-		return await OnnxProducts.open(require('onnxruntime-node') as Runtime);
+		return await OnnxProducts.open(onnxRuntime());
 	} catch {
 		return JS_PRODUCTS;
 	}
@@ -164,16 +165,10 @@ function rowsLoss({ classes: k, inputs: d, target, weight }: SoftmaxProblem, z: 
 /** A float64 ONNX model of `nodes`: its inputs with their (symbolic) dimensions, and its outputs. */
 function graph(onnx: typeof import('onnx-proto').onnx, nodes: import('onnx-proto').onnx.INodeProto[], inputs: Record<string, string[]>, outputs: string[]): Uint8Array {
 	const double = onnx.TensorProto.DataType.DOUBLE;
-	const model = onnx.ModelProto.create({
-		irVersion: 8,
-		producerName: 'n8n-nodes-transfer-learning',
-		opsetImport: [{ domain: '', version: 13 }],
-		graph: {
-			name: 'softmax-products',
-			node: nodes,
-			input: Object.entries(inputs).map(([name, dims]) => ({ name, type: { tensorType: { elemType: double, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } })),
-			output: outputs.map((name) => ({ name, type: { tensorType: { elemType: double } } })),
-		},
+	return encodeModel({
+		name: 'softmax-products',
+		node: nodes,
+		input: Object.entries(inputs).map(([name, dims]) => ({ name, type: { tensorType: { elemType: double, shape: { dim: dims.map((dimParam) => ({ dimParam })) } } } })),
+		output: outputs.map((name) => ({ name, type: { tensorType: { elemType: double } } })),
 	});
-	return onnx.ModelProto.encode(model).finish();
 }

@@ -8,6 +8,7 @@ import type { Activation, CompiledPlan } from './compiler';
 import { CompileError } from './compiler';
 import { writeAtomically, type ModelArtifacts } from '../net/download';
 import { errorMessage } from '../errors';
+import { encodeModel, onnxRuntime } from './onnx-runtime';
 import { activationParams, correctBias, floatLayers, quantizeBias, quantizeWeights, quantizedTensors, StatsTracker, type ActivationStats, type Calibration } from './quantize';
 import { settings } from '../settings';
 
@@ -208,27 +209,13 @@ export function planToOnnx(plan: CompiledPlan, normalization: Normalization, opt
 			shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
 		},
 	});
-	const model = onnx.ModelProto.create({
-		irVersion: 8,
-		producerName: 'n8n-nodes-transfer-learning',
-		opsetImport: [{ domain: '', version: 13 }],
-		graph: {
-			name: 'backbone',
-			node: nodes,
-			initializer: initializers,
-			input: [{ name: 'pixels', type: tensorType(['batch', h, w, c], onnx.TensorProto.DataType.UINT8) }],
-			output: [{ name: 'features', type: tensorType(['batch', plan.featureSize]) }, ...exposed.map((name) => ({ name, type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT } } }))],
-		},
+	return encodeModel({
+		name: 'backbone',
+		node: nodes,
+		initializer: initializers,
+		input: [{ name: 'pixels', type: tensorType(['batch', h, w, c], onnx.TensorProto.DataType.UINT8) }],
+		output: [{ name: 'features', type: tensorType(['batch', plan.featureSize]) }, ...exposed.map((name) => ({ name, type: { tensorType: { elemType: onnx.TensorProto.DataType.FLOAT } } }))],
 	});
-	return onnx.ModelProto.encode(model).finish();
-}
-
-let runtime: typeof Ort | undefined;
-
-/** onnxruntime-node ships glibc binaries; on musl (Alpine) or an odd platform it will not load. */
-function onnxRuntime(): typeof Ort {
-	runtime ??= require('onnxruntime-node') as typeof Ort;
-	return runtime;
 }
 
 /** Bump when planToOnnx changes what it writes, so cached files are rebuilt. */

@@ -4,6 +4,7 @@ import type * as Ort from 'onnxruntime-node';
 import { USE_LITE_ID } from '../backbones/catalog';
 import type { HostAuth } from '../net/download';
 import { TransferLearningError, errorMessage } from '../errors';
+import { onnxRuntime } from '../runtimes/onnx-runtime';
 import { settings } from '../settings';
 import type { TextEncoder } from './encoder';
 import type { HubTextSpec } from './hf-catalog';
@@ -20,13 +21,10 @@ function repoAndFile(spec: HubTextSpec): { repo: string; onnxFile: string } {
 	return { repo: match[1], onnxFile: match[2] };
 }
 
-let runtime: typeof Ort | undefined;
-
-/** onnxruntime-node ships glibc binaries: on musl (Alpine) it does not load, and these models have no other engine here. */
-function onnxRuntime(spec: HubTextSpec): typeof Ort {
+/** On musl (Alpine) ONNX Runtime does not load, and these models have no other engine here. */
+function loadOnnxRuntime(spec: HubTextSpec): typeof Ort {
 	try {
-		runtime ??= require('onnxruntime-node') as typeof Ort;
-		return runtime;
+		return onnxRuntime();
 	} catch (error) {
 		throw new TransferLearningError(
 			`The text model ${spec.id} needs ONNX Runtime, which does not load on this server: ${errorMessage(error).split('\n')[0]}`,
@@ -78,7 +76,7 @@ export class HubTextEncoder implements TextEncoder {
 
 	static async load(spec: HubTextSpec, options: { auth?: HostAuth } = {}): Promise<HubTextEncoder> {
 		// Before any download: on Alpine hundreds of megabytes would be fetched for nothing.
-		const ort = onnxRuntime(spec);
+		const ort = loadOnnxRuntime(spec);
 		const { repo, onnxFile } = repoAndFile(spec);
 		const [configFile, tokenizerFile, tokenizerConfigFile, modelFile] = await fetchHubFiles(repo, ['config.json', 'tokenizer.json', 'tokenizer_config.json', onnxFile], options.auth);
 		const config = await parseHubJson(configFile);
