@@ -21,7 +21,7 @@ import {
 } from '../../engine';
 
 import { n8nFileAccess } from '../shared/files';
-import { asError, extractorBackend, failedItem, failedRun, gatherFeatures, gatherImageViews, loadExtractor, readFeatureSource, readHostAuth, settleLimited } from '../shared/items';
+import { asError, extractorBackend, failedItem, failedRun, featureRequest, gatherFeatures, gatherImageViews, loadExtractor, readFeatureSource, readHostAuth, settleLimited } from '../shared/items';
 import { classifyDescription } from './ClassifyDescription';
 import { classNameOptions, modelVersionOptions, searchModels } from './models';
 
@@ -97,13 +97,7 @@ export class Classify implements INodeType {
 				// One vector per item, or with Test-Time Averaging every view of each image.
 				let features: (Float32Array | Float32Array[] | Error)[];
 				try {
-					const request = {
-						inputType,
-						featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
-						resizeMode: manifest.resizeMode,
-						batchSize: options.batchSize ?? 16,
-						l2Normalize: manifest.l2Normalize,
-					};
+					const request = featureRequest(this, inputType, manifest, options.batchSize);
 					const extractor = async () => {
 						// The precision the head was trained on; models from before int8 were float32.
 						const extractor = await loadExtractor(manifest.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: manifest.precision ?? 'float32' });

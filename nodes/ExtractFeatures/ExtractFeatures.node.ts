@@ -1,7 +1,7 @@
 import type { IDataObject, IExecuteFunctions, INodeExecutionData, INodeType } from 'n8n-workflow';
 import { Backbone, type BackendChoice, type FeatureSource, type PrecisionChoice, type ResizeMode } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
-import { extractorBackend, FEATURE_SOURCE_FIELD, failedItem, failedRun, gatherFeatures, loadExtractor, readBackboneSpec, readHostAuth } from '../shared/items';
+import { extractorBackend, FEATURE_SOURCE_FIELD, failedItem, failedRun, featureRequest, gatherFeatures, loadExtractor, readBackboneSpec, readHostAuth } from '../shared/items';
 import { extractFeaturesDescription } from './ExtractFeaturesDescription';
 
 interface Options {
@@ -33,7 +33,7 @@ export class ExtractFeatures implements INodeType {
 			const results = await gatherFeatures(
 				this,
 				items.map((_, i) => i),
-				{ inputType, featuresField: '', resizeMode: source.resizeMode, batchSize: options.batchSize ?? 16, l2Normalize: source.l2Normalize },
+				featureRequest(this, inputType, source, options.batchSize),
 				async () => {
 					const extractor = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: options.precision });
 					backend = extractorBackend(extractor);

@@ -20,7 +20,7 @@ import {
 	type TrainingOptions,
 } from '../../engine';
 import { n8nFileAccess } from '../shared/files';
-import { errorItem, failedItem, gatherFeatures, gatherImageViews, loadExtractor, readBackboneSpec, readEachItem, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
+import { errorItem, failedItem, featureRequest, gatherFeatures, gatherImageViews, loadExtractor, readBackboneSpec, readEachItem, readFeatureSource, readHostAuth, toNodeError } from '../shared/items';
 import { resizeModeOption } from '../shared/parameters';
 import { fineTuneHeadDescription } from './FineTuneHeadDescription';
 import { trainingReportPng } from './report';
@@ -84,13 +84,7 @@ export class FineTuneHead implements INodeType {
 					: configured();
 			const labelled = everyItem.filter((i) => !leftOut.has(i));
 			const auth = await readHostAuth(this);
-			const request = {
-				inputType,
-				featuresField: this.getNodeParameter('featuresField', 0, 'features') as string,
-				resizeMode: source.resizeMode,
-				batchSize: options.batchSize ?? 16,
-				l2Normalize: source.l2Normalize,
-			};
+			const request = featureRequest(this, inputType, source, options.batchSize);
 			let loaded: unknown;
 			const extractor = async () => (loaded = await loadExtractor(source.backbone, { auth, backend: options.backend, fileAccess: n8nFileAccess(this), precision: options.precision }));
 			// Augmentation needs the images themselves: features from upstream and texts have no views.

@@ -156,6 +156,20 @@ interface FeatureRequest {
 	l2Normalize: boolean;
 }
 
+/**
+ * What gatherFeatures reads for features made as `source` says (the node's settings, or the model's
+ * manifest): vectors from Extract Features come from the Features Field parameter.
+ */
+export function featureRequest(
+	ctx: IExecuteFunctions,
+	inputType: InputType | 'features',
+	source: { resizeMode?: ResizeMode; l2Normalize: boolean },
+	batchSize = 16,
+): FeatureRequest {
+	const featuresField = inputType === 'features' ? (ctx.getNodeParameter('featuresField', 0, 'features') as string) : '';
+	return { inputType, featuresField, resizeMode: source.resizeMode, batchSize, l2Normalize: source.l2Normalize };
+}
+
 /** Batches of images held at once: enough for the backbone to decode one batch while it runs another. */
 const BATCHES_PER_CHUNK = 4;
 
