@@ -184,17 +184,34 @@ test('trainings beyond one per spare core wait their turn, and all finish', asyn
 	for (const result of results) assert.ok(result.metrics.accuracy > 0.9, `accuracy ${result.metrics.accuracy}`);
 });
 
-test('an onProgress that throws rejects the training instead of crashing the process', async () => {
-	const { features, labels } = blobs({ a: 50, b: 50 }, 16, 3);
-	await assert.rejects(
-		trainHead(features, labels, { epochs: 5 }, () => {
-			throw new Error('progress listener failed');
-		}),
-		/progress listener failed/,
-	);
-	// The slot it held is free again.
-	const after = await trainHead(features, labels, { epochs: 5 });
-	assert.deepEqual(Object.keys(after.examplesPerClass).sort(), ['a', 'b']);
+test('trainings stopped while ONNX Runtime computes their products, by a throwing onProgress or an aborted signal, reject without taking the process down', async () => {
+	// Ending the worker at once aborted the process within three trainings of 1000 x 1280 ("terminate
+	// called after throwing an instance of 'Napi::Error'"): a child process shows it as its exit code.
+	const script = `const { trainHead } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
+		const random = require(${JSON.stringify(path.join(__dirname, '..', 'engine', 'head', 'random'))}).seededRandom(45);
+		const labels = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 'a' : 'b'));
+		const features = labels.map((_, i) => Float32Array.from({ length: 1280 }, (_, j) => random() + (j === i % 2 ? 1 : 0)));
+		(async () => {
+			const outcomes = [];
+			for (let k = 0; k < 20; k++) {
+				const controller = new AbortController();
+				const listener = k % 2 ? () => controller.abort(new Error('execution stopped')) : () => { throw new Error('progress listener failed'); };
+				outcomes.push(await trainHead(features, labels, { seed: k }, listener, undefined, controller.signal).then((r) => 'trained ' + r.solver.runtime, (e) => e.message));
+			}
+			const early = new AbortController();
+			early.abort(new Error('stopped before it started'));
+			outcomes.push(await trainHead(features, labels, {}, undefined, undefined, early.signal).then(() => 'trained', (e) => e.message));
+			// The slots those trainings held are free again.
+			const after = await trainHead(features.slice(0, 100), labels.slice(0, 100), { seed: 1 });
+			outcomes.push('trained ' + after.solver.runtime);
+			console.log(JSON.stringify(outcomes));
+		})();`;
+	const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { env: { ...process.env, TL_BACKEND: 'auto' } });
+	assert.deepEqual(JSON.parse(stdout), [
+		...Array.from({ length: 20 }, (_, k) => (k % 2 ? 'execution stopped' : 'progress listener failed')),
+		'stopped before it started',
+		'trained onnxruntime',
+	]);
 });
 
 /** A softmax problem on blobs, rows weighted equally. */

@@ -158,7 +158,8 @@ function validateTrainingOptions(options: TrainingOptions): void {
  * seconds, and on n8n's event loop it would hold up every webhook meanwhile. `onProgress` hears of
  * each epoch. `views[i]`, when given, are more feature vectors of example i (the same image
  * flipped or cropped): the head learns them with its label, and they stay on its side of the
- * validation split.
+ * validation split. `signal` stops the training (n8n's Stop execution): it rejects with the
+ * signal's reason once the worker has stopped.
  */
 export async function trainHead(
 	features: Float32Array[],
@@ -166,6 +167,7 @@ export async function trainHead(
 	partial: Partial<TrainingOptions> = {},
 	onProgress?: (progress: TrainingProgress) => void,
 	views?: Float32Array[][],
+	signal?: AbortSignal,
 ): Promise<TrainingResult> {
 	const options: TrainingOptions = { ...DEFAULT_TRAINING, ...partial };
 	validateTrainingOptions(options);
@@ -182,21 +184,37 @@ export async function trainHead(
 	const flat = new Float32Array(features.length * (1 + viewsPerExample) * featureSize);
 	features.forEach((f, i) => flat.set(f, i * featureSize));
 	views?.forEach((list, i) => list.forEach((v, j) => flat.set(v, (features.length + i * viewsPerExample + j) * featureSize)));
-	const request: TrainRequest = { features: flat, featureSize, labels, classes, options, viewsPerExample };
+	const stop = new Int32Array(new SharedArrayBuffer(4));
+	const request: TrainRequest = { features: flat, featureSize, labels, classes, options, viewsPerExample, stop };
 	const releaseSlot = await trainingSlot();
+	if (signal?.aborted) {
+		releaseSlot();
+		throw signal.reason;
+	}
 	// Compiled beside this file in dist/, wherever n8n's installer put the package.
 	const worker = new Worker(path.join(__dirname, 'worker.js'));
+	// Ending a worker while ONNX Runtime computes one of its products aborts the whole process:
+	// onnxruntime-node calls back into the ended thread. So a training that must stop is asked to, at
+	// its next progress report, and the worker is ended only once it has answered.
+	let stoppedBy: { reason: unknown } | undefined;
+	const stopWith = (reason: unknown) => {
+		stoppedBy ??= { reason };
+		Atomics.store(stop, 0, 1);
+	};
+	const onAbort = () => stopWith(signal!.reason);
+	signal?.addEventListener('abort', onAbort, { once: true });
 	try {
 		return await new Promise<TrainingResult>((resolve, reject) => {
 			worker.on('message', (message: WorkerMessage) => {
 				if (message.type === 'progress') {
 					// Thrown from a worker's message listener, it would crash the process.
 					try {
-						onProgress?.(message.progress);
+						if (!stoppedBy) onProgress?.(message.progress);
 					} catch (error) {
-						reject(error);
+						stopWith(error);
 					}
-				} else if (message.type === 'done') resolve(message.result);
+				} else if (stoppedBy) reject(stoppedBy.reason);
+				else if (message.type === 'done') resolve(message.result);
 				else reject(Object.assign(new Error(`Head training failed: ${message.message}`), { stack: message.stack }));
 			});
 			worker.on('error', reject);
@@ -204,6 +222,7 @@ export async function trainHead(
 			worker.postMessage(request, [flat.buffer]);
 		});
 	} finally {
+		signal?.removeEventListener('abort', onAbort);
 		await worker.terminate();
 		releaseSlot();
 	}
