@@ -2,6 +2,8 @@ import { DATA_DIR, DATASETS_DIR, TEMP_DIR, sample } from './helpers/env';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import sharp from 'sharp';
+import { Logger } from '@n8n/backend-common';
+import { Container } from '@n8n/di';
 import { LoadOptionsContext } from 'n8n-core';
 import { NodeHelpers, Workflow, type IDataObject, type ILoadOptionsFunctions, type INode, type INodeExecutionData, type INodeParameters, type INodeProperties, type INodeType, type IWorkflowExecuteAdditionalData } from 'n8n-workflow';
 import { Classify } from '../nodes/Classify/Classify.node';
@@ -9,6 +11,8 @@ import { ExtractFeatures } from '../nodes/ExtractFeatures/ExtractFeatures.node';
 import { FineTuneHead } from '../nodes/FineTuneHead/FineTuneHead.node';
 import { imageItem, runNode } from './helpers/n8n';
 import { serveFolder } from './helpers/server';
+import { ModelStore } from '../engine';
+import { seededRandom } from '../engine/head/random';
 
 const BACKBONE = { backbone: 'mobilenet_v1_0.25_224' };
 const train = sample('cats_vs_dogs', 12, 'train');
@@ -46,6 +50,26 @@ test('Extract Features: JPEG and PNG binaries and image URLs become feature vect
 		assert.ok(Math.abs(Math.hypot(...features) - 1) < 1e-5, 'L2-normalised');
 		const missing = await runNode('extractFeatures', { ...BACKBONE, imageSource: 'url', imageUrl: '={{ $json.url }}' }, [{ json: { url: server.url + 'nope.jpg' } }]);
 		assert.match(missing.error!.message, /^Item 0: The image server answered HTTP 404/);
+	} finally {
+		delete process.env.N8N_SSRF_ALLOWED_IP_RANGES;
+		await server.close();
+	}
+});
+
+test('Stop execution while Extract Features reads image URLs: it ends at the next chunk instead of fetching every image', async () => {
+	let pressStop!: () => void;
+	const stopWhen = new Promise<void>((resolve) => (pressStop = resolve));
+	// Stop is pressed when the first image is asked for.
+	const server = await serveFolder(DATASETS_DIR, () => (pressStop(), false));
+	process.env.N8N_SSRF_ALLOWED_IP_RANGES = '127.0.0.1/32';
+	try {
+		const relative = train[0].file.slice(DATASETS_DIR.length + 1);
+		const items = Array.from({ length: 320 }, (_, i) => ({ json: { url: `${server.url}${relative}?copy=${i}` } }));
+		const run = await runNode('extractFeatures', { ...BACKBONE, imageSource: 'url', imageUrl: '={{ $json.url }}' }, items, { stopWhen });
+		const settled = await run.nodeSettled;
+		assert.equal(settled.status, 'rejected');
+		// Chunks of 4 batches of 16: the one being read when Stop came, and the next, read ahead.
+		assert.ok(server.requests.length <= 128, `${server.requests.length} of 320 images fetched`);
 	} finally {
 		delete process.env.N8N_SSRF_ALLOWED_IP_RANGES;
 		await server.close();
@@ -223,6 +247,40 @@ test('Fine-Tune Head from Extract Features output, and its input errors', async 
 	assert.match(kept.outputs[0][1].json.error as string, /^Item 5: The image file is truncated/);
 	const failedTraining = await runNode('fineTuneHead', { ...BACKBONE, modelName: 'x', label: 'cat' }, labelled(train.slice(0, 3)), { continueOnFail: true });
 	assert.match(failedTraining.outputs[0][0].json.error as string, /at least 2 classes/);
+});
+
+test('Stop execution while Fine-Tune Head trains: the training stops at once, no version is saved, and the next run trains', async () => {
+	const [template] = (await runNode('extractFeatures', BACKBONE, labelled(train.slice(0, 1)))).outputs[0];
+	const random = seededRandom(7);
+	// Enough examples that the training is still running when its first progress line is logged.
+	const items = Array.from({ length: 1000 }, (_, i) => ({
+		json: { ...template.json, animal: i % 2 ? 'cat' : 'dog', features: Array.from({ length: 256 }, (_, j) => random() + (j === i % 2 ? 1 : 0)) },
+	}));
+	const parameters = { ...BACKBONE, modelName: 'stopped', inputType: 'features', label: '={{ $json.animal }}' };
+	// The editor's Stop button, pressed when the node logs the training's first progress.
+	const logger = Container.get(Logger);
+	const info = logger.info;
+	const progress: string[] = [];
+	let pressStop!: () => void;
+	const stopWhen = new Promise<void>((resolve) => (pressStop = resolve));
+	logger.info = (message: string, meta?: Parameters<Logger['info']>[1]) => {
+		if (message.startsWith('Fine-Tune Head "stopped"')) progress.push(message), pressStop();
+		info.call(logger, message, meta);
+	};
+	try {
+		const stopped = await runNode('fineTuneHead', parameters, items, { stopWhen });
+		const settled = await stopped.nodeSettled;
+		assert.equal(settled.status, 'rejected');
+		assert.match(String((settled as PromiseRejectedResult).reason), /abort/i);
+	} finally {
+		logger.info = info;
+	}
+	// Not one report after the Stop: the final fit on every example never began.
+	assert.equal(progress.length, 1, progress.join('\n'));
+	assert.match(progress[0], /candidate 1\//);
+	assert.deepEqual(await new ModelStore().versions('stopped'), []);
+	const next = await runNode('fineTuneHead', parameters, items);
+	assert.equal(next.outputs[0][0].json.version, 1);
 });
 
 test('Classify errors name the item: unknown model, escaping name, wrong feature length', async () => {

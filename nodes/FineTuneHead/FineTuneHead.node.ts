@@ -94,6 +94,8 @@ export class FineTuneHead implements INodeType {
 			const usable: number[] = [];
 			features.forEach((f, j) => (f instanceof Error ? leaveOut(f, labelled[j]) : usable.push(j)));
 
+			// n8n's Stop execution: the training stops, and nothing is saved.
+			const stopSignal = this.getExecutionCancelSignal?.();
 			let lastLog = 0;
 			const trained = await trainHead(
 				usable.map((j) => features[j] as Float32Array),
@@ -114,7 +116,10 @@ export class FineTuneHead implements INodeType {
 					}
 				},
 				views && usable.map((j) => (views[j] as Float32Array[]).slice(1)),
+				stopSignal,
 			);
+			// Stopped while the training ended: a stopped execution saves no version.
+			stopSignal?.throwIfAborted();
 			// The precision the backbone settled on for these images; Classify will use the same.
 			const precision = loaded instanceof Backbone ? loaded.precision : undefined;
 			const model = await saveTrainedModel(new ModelStore(), modelName, trained, source.backbone, { ...source, ...(precision ? { precision } : {}) });

@@ -248,9 +248,12 @@ async function imageChunks<T>(
 	// and the cache may drop it then.
 	let release: (() => void) | undefined;
 	let next = itemIndices.length ? read(0) : undefined;
+	// n8n's Stop execution ends the work at the next chunk instead of reading every image.
+	const stopSignal = ctx.getExecutionCancelSignal?.();
 	try {
 		for (let start = 0; start < itemIndices.length; start += chunkSize) {
 			const images = await next!;
+			stopSignal?.throwIfAborted();
 			const readable: number[] = [];
 			images.forEach((r, k) => (r.status === 'fulfilled' ? readable.push(k) : (results[start + k] = asError(r.reason))));
 			// Loaded before more images are fetched, so that a backbone that fails costs no downloads.

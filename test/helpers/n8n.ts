@@ -7,6 +7,7 @@ import { ExecutionLifecycleHooks, WorkflowExecute } from 'n8n-core';
 import {
 	Workflow,
 	type IDataObject,
+	type IExecuteFunctions,
 	type INodeExecutionData,
 	type INodeParameters,
 	type INodeType,
@@ -47,17 +48,13 @@ const types: Record<string, INodeType> = {
 	'test.itemsSource': new ItemsSource(),
 };
 
-const nodeTypes: INodeTypes = {
-	getByName: (name) => types[name],
-	getByNameAndVersion: (name) => types[name],
-	getKnownTypes: () => ({}),
-} as INodeTypes;
-
 export interface NodeRun {
 	/** Items per output of the node under test. */
 	outputs: INodeExecutionData[][];
 	/** The error n8n recorded when the node failed (and Continue On Fail was off). */
 	error?: { message: string; description?: string | null; context?: IDataObject };
+	/** The node's own execute(): after a stopped run it goes on until the node gives up. */
+	nodeSettled: Promise<PromiseSettledResult<unknown>>;
 }
 
 export function imageItem(bytes: Buffer, json: IDataObject = {}, fileName = 'image.jpg', mimeType = 'image/jpeg'): INodeExecutionData {
@@ -68,9 +65,19 @@ export async function runNode(
 	type: 'extractFeatures' | 'fineTuneHead' | 'classify',
 	parameters: INodeParameters,
 	items: INodeExecutionData[],
-	options: { continueOnFail?: boolean; errorOutput?: boolean } = {},
+	options: { continueOnFail?: boolean; errorOutput?: boolean; stopWhen?: Promise<unknown> } = {},
 ): Promise<NodeRun> {
 	ItemsSource.items = items;
+	const typeName = `${PACKAGE}.${type}`;
+	let nodeExecution: Promise<unknown> = Promise.resolve();
+	const nodeType = types[typeName];
+	const observed: INodeType = Object.assign(Object.create(nodeType) as INodeType, {
+		execute(this: IExecuteFunctions) {
+			return (nodeExecution = nodeType.execute!.call(this));
+		},
+	});
+	const typeOf = (name: string) => (name === typeName ? observed : types[name]);
+	const nodeTypes = { getByName: typeOf, getByNameAndVersion: typeOf, getKnownTypes: () => ({}) } as INodeTypes;
 	const nodeName = 'Under Test';
 	const workflow = new Workflow({
 		id: randomUUID(),
@@ -79,7 +86,7 @@ export async function runNode(
 			{
 				id: randomUUID(),
 				name: nodeName,
-				type: `${PACKAGE}.${type}`,
+				type: typeName,
 				typeVersion: 1,
 				position: [200, 0],
 				parameters,
@@ -109,12 +116,15 @@ export async function runNode(
 		variables: {},
 		logAiEvent: async () => {},
 	} as unknown as IWorkflowExecuteAdditionalData;
-	await new WorkflowExecute(additionalData, 'manual').run({ workflow, startNode: workflow.getNode('Source')! });
-	const run = await done;
+	const running = new WorkflowExecute(additionalData, 'manual').run({ workflow, startNode: workflow.getNode('Source')! });
+	// As the editor's Stop button does: n8n ends the run at once and aborts its cancel signal.
+	void options.stopWhen?.then(() => running.cancel());
+	const run = await Promise.race([running.then(() => done), done]);
 	const task = run.data.resultData.runData[nodeName]?.[0];
 	const error = task?.error ?? run.data.resultData.error;
 	return {
 		outputs: (task?.data?.main ?? []).map((items: INodeExecutionData[] | null) => items ?? []),
+		nodeSettled: Promise.allSettled([nodeExecution]).then(([settled]) => settled),
 		error: error ? { message: error.message, description: (error as { description?: string }).description, context: (error as { context?: IDataObject }).context } : undefined,
 	};
 }
