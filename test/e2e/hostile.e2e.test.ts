@@ -13,15 +13,10 @@ import axios from 'axios';
 import { copyIntoClassFolders } from '../../scripts/dataset';
 import {
 	EXAMPLE_IDS,
-	PUBLISHED_EXAMPLES,
-	freePort,
-	importWorkflows,
-	installPackage,
-	prepareExamples,
-	publishWorkflows,
 	startN8n,
 	type RunningN8n,
 } from '../../scripts/n8n-instance';
+import { setUpExampleN8n } from '../helpers/example-n8n';
 import { serveFolder, startCanary, type Canary, type StaticServer } from '../helpers/server';
 
 const FLOWERS = path.join(DATASETS_DIR, 'flowers5');
@@ -53,17 +48,11 @@ before(async () => {
 		ALLOWED_HOST,
 	);
 	await copyIntoClassFolders(trainingFolder, trainSet);
-	await installPackage(userFolder);
-	const options = {
-		userFolder,
-		port: await freePort(),
-		brokerPort: await freePort(),
-		readableFolders: [path.dirname(trainingFolder)],
-		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '', N8N_SSRF_ALLOWED_IP_RANGES: `${ALLOWED_HOST}/32` },
-	};
-	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
-	await publishWorkflows(options, PUBLISHED_EXAMPLES);
-	n8n = await startN8n(options);
+	n8n = await startN8n(
+		await setUpExampleN8n(userFolder, trainingFolder, {
+			env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '', N8N_SSRF_ALLOWED_IP_RANGES: `${ALLOWED_HOST}/32` },
+		}),
+	);
 	await n8n.signIn();
 	assert.equal(await n8n.finished(await n8n.runWorkflow(EXAMPLE_IDS.train), 300), 'success', 'the Train workflow');
 });

@@ -5,7 +5,6 @@
 import { DATASETS_DIR, MIRROR_DIR, TEMP_DIR, readDataset } from '../helpers/env';
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, promises as fs, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import axios from 'axios';
@@ -13,17 +12,12 @@ import { copyIntoClassFolders } from '../../scripts/dataset';
 import { percentile } from '../../scripts/percentile';
 import {
 	EXAMPLE_IDS,
-	PUBLISHED_EXAMPLES,
-	freePort,
-	importWorkflows,
-	installPackage,
-	prepareExamples,
-	publishWorkflows,
 	startN8n,
 	type RunningN8n,
 	type StartOptions,
 	waitFor,
 } from '../../scripts/n8n-instance';
+import { setUpExampleN8n } from '../helpers/example-n8n';
 import { serveFolder, type StaticServer } from '../helpers/server';
 
 const FLOWERS = path.join(DATASETS_DIR, 'flowers5');
@@ -50,22 +44,11 @@ async function versions(): Promise<number[]> {
 
 before(async () => {
 	await copyIntoClassFolders(trainingFolder, trainSet);
-	const installStarted = Date.now();
-	const packageDir = await installPackage(userFolder);
-	const installSeconds = (Date.now() - installStarted) / 1000;
-	const installBytes = Number(execFileSync('du', ['-sb', packageDir], { encoding: 'utf8' }).split('\t')[0]);
-	console.log(`# package installed as n8n does it in ${installSeconds.toFixed(1)} s, ${(installBytes / 1e6).toFixed(0)} MB`);
-	options = {
-		userFolder,
-		port: await freePort(),
-		brokerPort: await freePort(),
-		readableFolders: [path.dirname(trainingFolder)],
+	options = await setUpExampleN8n(userFolder, trainingFolder, {
 		// The store and cache go to their defaults under the n8n user folder, as for a user.
 		// The image server of the classify-by-URL request is on loopback, which image URLs may not reach unless allowed.
 		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '', N8N_SSRF_ALLOWED_IP_RANGES: '127.0.0.1/32' },
-	};
-	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
-	await publishWorkflows(options, PUBLISHED_EXAMPLES);
+	});
 	const started = Date.now();
 	n8n = await startN8n(options);
 	console.log(`# n8n ready in ${((Date.now() - started) / 1000).toFixed(1)} s (pid ${n8n.pid})`);

@@ -12,16 +12,11 @@ import axios from 'axios';
 import { copyIntoClassFolders } from '../../scripts/dataset';
 import {
 	EXAMPLE_IDS,
-	PUBLISHED_EXAMPLES,
-	freePort,
-	importWorkflows,
-	installPackage,
-	prepareExamples,
-	publishWorkflows,
 	startN8n,
 	type RunningN8n,
 	type StartOptions,
 } from '../../scripts/n8n-instance';
+import { setUpExampleN8n } from '../helpers/example-n8n';
 
 const FLOWERS = path.join(DATASETS_DIR, 'flowers5');
 const flowers = readDataset(FLOWERS);
@@ -40,17 +35,10 @@ const classify = (image: Buffer) =>
 
 before(async () => {
 	await copyIntoClassFolders(trainingFolder, trainSet);
-	await installPackage(userFolder);
-	options = {
-		userFolder,
-		port: await freePort(),
-		brokerPort: await freePort(),
-		readableFolders: [path.dirname(trainingFolder)],
+	options = await setUpExampleN8n(userFolder, trainingFolder, {
 		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '' },
 		log: (line) => log.push(line),
-	};
-	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
-	await publishWorkflows(options, PUBLISHED_EXAMPLES);
+	});
 	n8n = await startN8n(options);
 	await n8n.signIn();
 });

@@ -14,17 +14,12 @@ import { copyIntoClassFolders } from '../../scripts/dataset';
 import { percentile } from '../../scripts/percentile';
 import {
 	EXAMPLE_IDS,
-	PUBLISHED_EXAMPLES,
-	freePort,
-	importWorkflows,
-	installPackage,
-	prepareExamples,
-	publishWorkflows,
 	startN8n,
 	type RunningN8n,
 	type StartOptions,
 	waitFor,
 } from '../../scripts/n8n-instance';
+import { setUpExampleN8n } from '../helpers/example-n8n';
 
 const FLOWERS = path.join(DATASETS_DIR, 'flowers5');
 const flowers = readDataset(FLOWERS);
@@ -130,16 +125,7 @@ function n8nTest(name: string, body: () => Promise<void>): void {
 
 before(async () => {
 	await copyIntoClassFolders(trainingFolder, trainSet);
-	await installPackage(userFolder);
-	options = {
-		userFolder,
-		port: await freePort(),
-		brokerPort: await freePort(),
-		readableFolders: [path.dirname(trainingFolder)],
-		env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '' },
-	};
-	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
-	await publishWorkflows(options, PUBLISHED_EXAMPLES);
+	options = await setUpExampleN8n(userFolder, trainingFolder, { env: { TL_MODEL_MIRROR: MIRROR_DIR, TL_MODEL_STORE: '', TL_MODEL_CACHE: '' } });
 	await start();
 });
 

@@ -14,16 +14,11 @@ import { readTextDataset, writeTrainSplit } from '../../scripts/text-dataset';
 import {
 	EXAMPLE_IDS,
 	EXAMPLES_DIR,
-	PUBLISHED_EXAMPLES,
-	freePort,
-	importWorkflows,
-	installPackage,
-	prepareExamples,
-	publishWorkflows,
 	startN8n,
 	ticketsCsv,
 	type RunningN8n,
 } from '../../scripts/n8n-instance';
+import { setUpExampleN8n } from '../helpers/example-n8n';
 
 const BANKING = path.join(DATA_DIR, 'text', 'banking77_10intents', 'banking77_10intents.csv');
 const testSet = readTextDataset(BANKING).filter((e) => e.split === 'test');
@@ -35,17 +30,7 @@ let n8n: RunningN8n;
 before(async () => {
 	const trainCount = await writeTrainSplit(BANKING, ticketsCsv(trainingFolder));
 	assert.equal(trainCount, 1360);
-	await installPackage(userFolder);
-	const options = {
-		userFolder,
-		port: await freePort(),
-		brokerPort: await freePort(),
-		readableFolders: [path.dirname(trainingFolder)],
-		env: { TL_MODEL_STORE: '', TL_MODEL_CACHE: '' },
-	};
-	await importWorkflows(options, await prepareExamples(path.join(TEMP_DIR, 'examples'), trainingFolder));
-	await publishWorkflows(options, PUBLISHED_EXAMPLES);
-	n8n = await startN8n(options);
+	n8n = await startN8n(await setUpExampleN8n(userFolder, trainingFolder, { env: { TL_MODEL_STORE: '', TL_MODEL_CACHE: '' } }));
 	await n8n.signIn();
 });
 
