@@ -3,7 +3,8 @@ import { watchEventLoop } from './helpers/event-loop';
 import { withoutOnnxRuntime } from './helpers/no-onnxruntime';
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -212,6 +213,31 @@ test('trainings stopped while ONNX Runtime computes their products, by a throwin
 		'stopped before it started',
 		'trained onnxruntime',
 	]);
+});
+
+test('a process that exits while a training computes on ONNX Runtime ends with its own exit code, not an abort', async () => {
+	// As n8n does when its shutdown timeout passes with a training running. Before the gate in
+	// engine/head/control.ts, 2 of 5 such exits aborted ("terminate called after throwing an
+	// instance of 'Napi::Error'", exit code 134).
+	const script = `const { trainHead } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
+		const random = require(${JSON.stringify(path.join(__dirname, '..', 'engine', 'head', 'random'))}).seededRandom(Number(process.argv[1]));
+		const labels = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 'a' : 'b'));
+		const features = labels.map((_, i) => Float32Array.from({ length: 1280 }, (_, j) => random() + (j === i % 2 ? 1 : 0)));
+		trainHead(features, labels, {}, () => setImmediate(() => process.exit(3)));`;
+	const exits = await Promise.all(
+		Array.from({ length: 2 }, async (_, lane) => {
+			const codes: string[] = [];
+			for (let k = 0; k < 5; k++) {
+				const child = spawn(process.execPath, ['-e', script, String(lane * 5 + k)], { env: { ...process.env, TL_BACKEND: 'auto' }, stdio: ['ignore', 'ignore', 'pipe'] });
+				let stderr = '';
+				child.stderr.on('data', (chunk) => (stderr += chunk));
+				const [code, signal] = await once(child, 'exit');
+				codes.push(`${code ?? signal}${stderr.includes('terminate called') ? ' (aborted)' : ''}`);
+			}
+			return codes;
+		}),
+	);
+	assert.deepEqual(exits.flat(), Array(10).fill('3'));
 });
 
 /** A softmax problem on blobs, rows weighted equally. */

@@ -6,6 +6,7 @@ import { TransferLearningError } from '../errors';
 import type { Metrics } from './metrics';
 import { labelProblem } from '../store/model';
 import type { TrainRequest } from './worker';
+import { askToStop, closeGate, trainingControl, type TrainingControl } from './control';
 
 export interface TrainingOptions {
 	/** Upper bound; early stopping usually ends sooner. */
@@ -184,8 +185,8 @@ export async function trainHead(
 	const flat = new Float32Array(features.length * (1 + viewsPerExample) * featureSize);
 	features.forEach((f, i) => flat.set(f, i * featureSize));
 	views?.forEach((list, i) => list.forEach((v, j) => flat.set(v, (features.length + i * viewsPerExample + j) * featureSize)));
-	const stop = new Int32Array(new SharedArrayBuffer(4));
-	const request: TrainRequest = { features: flat, featureSize, labels, classes, options, viewsPerExample, stop };
+	const control = trainingControl();
+	const request: TrainRequest = { features: flat, featureSize, labels, classes, options, viewsPerExample, control };
 	const releaseSlot = await trainingSlot();
 	if (signal?.aborted) {
 		releaseSlot();
@@ -193,13 +194,13 @@ export async function trainHead(
 	}
 	// Compiled beside this file in dist/, wherever n8n's installer put the package.
 	const worker = new Worker(path.join(__dirname, 'worker.js'));
-	// Ending a worker while ONNX Runtime computes one of its products aborts the whole process:
-	// onnxruntime-node calls back into the ended thread. So a training that must stop is asked to, at
-	// its next progress report, and the worker is ended only once it has answered.
+	closeGatesAtExit();
+	runningControls.add(control);
+	// A training that must stop is asked to (see ./control), and its worker ended once it answered.
 	let stoppedBy: { reason: unknown } | undefined;
 	const stopWith = (reason: unknown) => {
 		stoppedBy ??= { reason };
-		Atomics.store(stop, 0, 1);
+		askToStop(control);
 	};
 	const onAbort = () => stopWith(signal!.reason);
 	signal?.addEventListener('abort', onAbort, { once: true });
@@ -224,8 +225,27 @@ export async function trainHead(
 	} finally {
 		signal?.removeEventListener('abort', onAbort);
 		await worker.terminate();
+		runningControls.delete(control);
 		releaseSlot();
 	}
+}
+
+const runningControls = new Set<TrainingControl>();
+let exitHooked = false;
+
+/**
+ * When n8n exits (after its shutdown timeout) with trainings running, their worker threads end
+ * with it: each is first kept out of ONNX Runtime, or the process aborts instead of exiting.
+ */
+function closeGatesAtExit(): void {
+	if (exitHooked) return;
+	exitHooked = true;
+	process.on('exit', () => {
+		for (const control of runningControls) {
+			askToStop(control);
+			closeGate(control, 2000);
+		}
+	});
 }
 
 // Each training holds a core; one core is left for n8n's event loop. More trainings wait their

@@ -4,7 +4,9 @@
  */
 import { constants, setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
-import type { TrainingOptions } from './head';
+import { checkStop, gatedProducts, type TrainingControl } from './control';
+import type { TrainingOptions, TrainingProgress } from './head';
+import { openProducts } from './products';
 import { train } from './train';
 
 export interface TrainRequest {
@@ -16,8 +18,7 @@ export interface TrainRequest {
 	options: TrainingOptions;
 	/** After the examples, this many views of each, example by example. */
 	viewsPerExample: number;
-	/** Set to 1 by trainHead when the training must stop: it ends at its next progress report. */
-	stop: Int32Array;
+	control: TrainingControl;
 }
 
 // Training is background work: on two cores it would otherwise take half of the CPU that webhook
@@ -33,14 +34,15 @@ if (process.platform === 'linux') {
 
 parentPort!.once('message', async (request: TrainRequest) => {
 	try {
-		const { features, featureSize, labels, classes, options, viewsPerExample, stop } = request;
+		const { features, featureSize, labels, classes, options, viewsPerExample, control } = request;
 		const row = (i: number) => features.subarray(i * featureSize, (i + 1) * featureSize);
 		const rows = labels.map((_, i) => row(i));
 		const views = labels.map((_, i) => Array.from({ length: viewsPerExample }, (_, j) => row(labels.length + i * viewsPerExample + j)));
-		const result = await train(rows, labels, classes, options, (progress) => {
-			if (Atomics.load(stop, 0)) throw new Error('stopped');
+		const onProgress = (progress: TrainingProgress) => {
+			checkStop(control);
 			parentPort!.postMessage({ type: 'progress', progress });
-		}, views);
+		};
+		const result = await train(rows, labels, classes, options, onProgress, views, () => gatedProducts(control, openProducts));
 		const { head } = result;
 		const buffers = [head.mean, head.std, ...head.layers.flatMap((l) => [l.kernel, l.bias])].map((a) => a.buffer as ArrayBuffer);
 		parentPort!.postMessage({ type: 'done', result }, [...new Set(buffers)]);
