@@ -9,6 +9,7 @@ import { computeMetrics } from '../engine/head/metrics';
 import { seededRandom } from '../engine/head/random';
 import { catalogBackbone, embedTexts, loadTextEncoder, MAX_TEXT_TOKENS, ModelStore, parseFeatureSource, tf } from '../engine';
 import { UseLiteEncoder } from '../engine/text/use-lite';
+import { SharedTextEncoder } from '../engine/text/encoder';
 import { Tokenizer, type Vocabulary } from '../engine/text/tokenizer';
 import { readTextDataset, samplePerClass, type LabelledText } from '../scripts/text-dataset';
 import { runNode } from './helpers/n8n';
@@ -93,6 +94,27 @@ test('emoji, accents, CJK and mixed scripts embed; text past the token limit is 
 	assert.match((results[6] as Error).message, /The text is a number, not a string/);
 	assert.match((results[7] as Error).message, /The text is null, not a string/);
 	assert.match((results[8] as Error).message, /The text is an object, not a string/);
+});
+
+test('a stopped embedding ends at the next batch with the signal\'s reason', async () => {
+	const inner = await UseLiteEncoder.load(USE);
+	const controller = new AbortController();
+	let batches = 0;
+	// The real encoder; Stop is pressed while its second batch runs.
+	const observed = new SharedTextEncoder({
+		spec: inner.spec,
+		dimension: inner.dimension,
+		backendName: inner.backendName,
+		dispose: () => inner.dispose(),
+		embed: async (texts) => {
+			if (++batches === 2) controller.abort(new Error('execution stopped'));
+			return inner.embed(texts);
+		},
+	});
+	const texts = examples.slice(0, 40).map((e) => e.text);
+	await assert.rejects(embedTexts(observed, texts, { batchSize: 8, signal: controller.signal }), /execution stopped/);
+	assert.equal(batches, 2, 'no batch after the Stop');
+	observed.retire();
 });
 
 // Embedded once for the accuracy tests below (about a minute on one core).

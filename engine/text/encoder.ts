@@ -86,13 +86,14 @@ export function textProblem(value: unknown): TransferLearningError | undefined {
  * A vector for each text, or the error that text caused, in input order; `batchSize` texts run
  * through the encoder together.
  */
-export async function embedTexts(encoder: SharedTextEncoder, texts: unknown[], options: { batchSize?: number } = {}): Promise<(Float32Array | Error)[]> {
+export async function embedTexts(encoder: SharedTextEncoder, texts: unknown[], options: { batchSize?: number; signal?: AbortSignal } = {}): Promise<(Float32Array | Error)[]> {
 	const batchSize = Math.max(1, options.batchSize ?? 32);
 	const results: (Float32Array | Error)[] = texts.map((text) => textProblem(text) ?? new Float32Array(0));
 	const good = texts.flatMap((_, i) => (results[i] instanceof Error ? [] : [i]));
 	const release = encoder.hold();
 	try {
 		for (let start = 0; start < good.length; start += batchSize) {
+			options.signal?.throwIfAborted();
 			const batch = good.slice(start, start + batchSize);
 			const vectors = await encoder.embed(batch.map((i) => texts[i] as string));
 			batch.forEach((i, j) => (results[i] = vectors[j]));

@@ -197,7 +197,7 @@ export async function gatherFeatures(
 			}
 		});
 		const readable = itemIndices.flatMap((_, k) => (texts[k] instanceof Error ? [] : [k]));
-		const vectors = readable.length ? await embedTexts((await extractor()) as SharedTextEncoder, readable.map((k) => texts[k]), { batchSize: request.batchSize }) : [];
+		const vectors = readable.length ? await embedTexts((await extractor()) as SharedTextEncoder, readable.map((k) => texts[k]), { batchSize: request.batchSize, signal: ctx.getExecutionCancelSignal?.() }) : [];
 		let next = 0;
 		results = texts.map((text) => (text instanceof Error ? text : vectors[next++]));
 	} else if (request.inputType === 'features') {
