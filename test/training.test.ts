@@ -185,14 +185,23 @@ test('trainings beyond one per spare core wait their turn, and all finish', asyn
 	for (const result of results) assert.ok(result.metrics.accuracy > 0.9, `accuracy ${result.metrics.accuracy}`);
 });
 
+/**
+ * A script for `node -e` that has trainHead and 1000 examples of 1280 features in two classes,
+ * seeded by the expression `seed` (large enough that ONNX Runtime computes for most of a
+ * training), then runs `body`.
+ */
+function largeTrainingScript(seed: string, body: string): string {
+	return `const { trainHead } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
+		const random = require(${JSON.stringify(path.join(__dirname, '..', 'engine', 'head', 'random'))}).seededRandom(${seed});
+		const labels = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 'a' : 'b'));
+		const features = labels.map((_, i) => Float32Array.from({ length: 1280 }, (_, j) => random() + (j === i % 2 ? 1 : 0)));
+		${body}`;
+}
+
 test('trainings stopped while ONNX Runtime computes their products, by a throwing onProgress or an aborted signal, reject without taking the process down', async () => {
 	// Ending the worker at once aborted the process within three trainings of 1000 x 1280 ("terminate
 	// called after throwing an instance of 'Napi::Error'"): a child process shows it as its exit code.
-	const script = `const { trainHead } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
-		const random = require(${JSON.stringify(path.join(__dirname, '..', 'engine', 'head', 'random'))}).seededRandom(45);
-		const labels = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 'a' : 'b'));
-		const features = labels.map((_, i) => Float32Array.from({ length: 1280 }, (_, j) => random() + (j === i % 2 ? 1 : 0)));
-		(async () => {
+	const script = largeTrainingScript('45', `(async () => {
 			const outcomes = [];
 			for (let k = 0; k < 20; k++) {
 				const controller = new AbortController();
@@ -206,7 +215,7 @@ test('trainings stopped while ONNX Runtime computes their products, by a throwin
 			const after = await trainHead(features.slice(0, 100), labels.slice(0, 100), { seed: 1 });
 			outcomes.push('trained ' + after.solver.runtime);
 			console.log(JSON.stringify(outcomes));
-		})();`;
+		})();`);
 	const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], { env: { ...process.env, TL_BACKEND: 'auto' } });
 	assert.deepEqual(JSON.parse(stdout), [
 		...Array.from({ length: 20 }, (_, k) => (k % 2 ? 'execution stopped' : 'progress listener failed')),
@@ -219,11 +228,7 @@ test('a process that exits while a training computes on ONNX Runtime ends with i
 	// As n8n does when its shutdown timeout passes with a training running. Before the gate in
 	// engine/head/control.ts, 2 of 5 such exits aborted ("terminate called after throwing an
 	// instance of 'Napi::Error'", exit code 134).
-	const script = `const { trainHead } = require(${JSON.stringify(path.join(__dirname, '..', 'engine'))});
-		const random = require(${JSON.stringify(path.join(__dirname, '..', 'engine', 'head', 'random'))}).seededRandom(Number(process.argv[1]));
-		const labels = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 'a' : 'b'));
-		const features = labels.map((_, i) => Float32Array.from({ length: 1280 }, (_, j) => random() + (j === i % 2 ? 1 : 0)));
-		trainHead(features, labels, {}, () => setImmediate(() => process.exit(3)));`;
+	const script = largeTrainingScript('Number(process.argv[1])', 'trainHead(features, labels, {}, () => setImmediate(() => process.exit(3)));');
 	const exits = await Promise.all(
 		Array.from({ length: 2 }, async (_, lane) => {
 			const codes: string[] = [];

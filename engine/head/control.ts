@@ -24,7 +24,7 @@ export function askToStop(control: TrainingControl): void {
 	Atomics.store(control, STOP, 1);
 }
 
-export class TrainingStopped extends Error {
+class TrainingStopped extends Error {
 	constructor() {
 		super('The training was stopped');
 	}

@@ -194,7 +194,6 @@ export async function trainHead(
 	}
 	// Compiled beside this file in dist/, wherever n8n's installer put the package.
 	const worker = new Worker(path.join(__dirname, 'worker.js'));
-	closeGatesAtExit();
 	runningControls.add(control);
 	// A training that must stop is asked to (see ./control), and its worker ended once it answered.
 	let stoppedBy: { reason: unknown } | undefined;
@@ -231,22 +230,15 @@ export async function trainHead(
 }
 
 const runningControls = new Set<TrainingControl>();
-let exitHooked = false;
 
-/**
- * When n8n exits (after its shutdown timeout) with trainings running, their worker threads end
- * with it: each is first kept out of ONNX Runtime, or the process aborts instead of exiting.
- */
-function closeGatesAtExit(): void {
-	if (exitHooked) return;
-	exitHooked = true;
-	process.on('exit', () => {
-		for (const control of runningControls) {
-			askToStop(control);
-			closeGate(control, 2000);
-		}
-	});
-}
+// When n8n exits (after its shutdown timeout) with trainings running, their worker threads end
+// with it: each is first kept out of ONNX Runtime, or the process aborts instead of exiting.
+process.on('exit', () => {
+	for (const control of runningControls) {
+		askToStop(control);
+		closeGate(control, 2000);
+	}
+});
 
 // Each training holds a core; one core is left for n8n's event loop. More trainings wait their
 // turn, as many as n8n runs at once.
